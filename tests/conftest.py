@@ -1,0 +1,117 @@
+"""The test harness: real PostgreSQL and real Redis, isolated per test session.
+
+Each session creates its own throwaway database (built by the migration runner) and its own
+Redis key prefix, so two runs at once never collide; every test that asks for ``pool`` or
+``redis`` starts from empty tables and an empty namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from service.migrations import migrate
+from service.settings import Needs, Settings
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+RUN_ID = uuid.uuid4().hex[:10]
+WEBHOOK_SECRET = "s" * 8 + uuid.uuid4().hex  # 40 characters, per run
+WS_TOKEN = "test-token-" + RUN_ID
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    admin_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    name = f"kommo_test_{RUN_ID}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _with_database(admin_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield url
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def env(database_url: str, redis_url: str) -> dict[str, str]:
+    """The environment a process of the service under test would see."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": f"test:{RUN_ID}:",
+        "KOMMO_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "KOMMO_ACCOUNT_ID": "31000001",
+        "WS_TOKENS": WS_TOKEN,
+        "RECONCILE_INTERVAL": "1",
+    }
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return Settings.from_env(env, Needs.DATABASE | Needs.REDIS)
+
+
+_TABLES = (
+    "leads, contacts, tags, lead_tags, contact_tags, lead_contacts, contact_phones, "
+    "pipelines, statuses, users, sync_cursors, oauth_tokens"
+)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    async with pool.acquire() as conn:
+        await conn.execute(f"TRUNCATE {_TABLES}")
+        await conn.execute("ALTER SEQUENCE lead_version_seq RESTART")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str, settings: Settings) -> AsyncIterator[Redis]:
+    client: Redis = Redis.from_url(redis_url)
+    await _clear_prefix(client, settings.redis_prefix)
+    yield client
+    await _clear_prefix(client, settings.redis_prefix)
+    await client.aclose()
+
+
+async def _clear_prefix(client: Redis, prefix: str) -> None:
+    keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_proxy() -> Iterator[None]:
+    """Tests talk to loopback only; never let an environment proxy intercept it."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.lower().endswith("_proxy")}
+    yield
+    os.environ.update(saved)
