@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import asyncpg
+import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.asyncio import Redis
 
@@ -40,7 +41,13 @@ class Resources:
 
 
 @contextlib.asynccontextmanager
-async def open_resources(settings: Settings, *, kommo: bool = False) -> AsyncIterator[Resources]:
+async def open_resources(
+    settings: Settings,
+    *,
+    kommo: bool = False,
+    kommo_transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Resources]:
+    """Open everything; ``kommo_transport`` lets tests route Kommo calls to the simulator."""
     async with contextlib.AsyncExitStack() as stack:
         pool = await asyncpg.create_pool(
             settings.database_dsn, min_size=1, max_size=10, command_timeout=60
@@ -57,5 +64,6 @@ async def open_resources(settings: Settings, *, kommo: bool = False) -> AsyncIte
         if kommo:
             from service.kommo import open_kommo_client
 
-            res.kommo = await stack.enter_async_context(open_kommo_client(res))
+            client = open_kommo_client(res, transport=kommo_transport)
+            res.kommo = await stack.enter_async_context(client)
         yield res

@@ -15,13 +15,15 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from service.phones import normalize_phone
 
 Entity = Mapping[str, Any]
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
 @dataclass
@@ -54,7 +56,7 @@ class LeadChange:
         }
 
 
-async def lock_account(conn: asyncpg.Connection, account_id: int) -> None:
+async def lock_account(conn: Conn, account_id: int) -> None:
     """Serialise the mirror's write transactions for one account (held until commit)."""
     await conn.execute("SELECT pg_advisory_xact_lock(7001, $1::int)", account_id % (1 << 31))
 
@@ -119,7 +121,7 @@ RETURNING l.id
 
 
 async def upsert_leads(
-    conn: asyncpg.Connection,
+    conn: Conn,
     account_id: int,
     leads: Iterable[Entity],
     *,
@@ -185,7 +187,7 @@ RETURNING c.id
 
 
 async def upsert_contacts(
-    conn: asyncpg.Connection,
+    conn: Conn,
     account_id: int,
     contacts: Iterable[Entity],
     *,
@@ -226,7 +228,7 @@ def _tags_of(entities: Iterable[Entity]) -> list[Entity]:
 
 
 async def upsert_tags(
-    conn: asyncpg.Connection, account_id: int, entity_type: str, tags: Iterable[Entity]
+    conn: Conn, account_id: int, entity_type: str, tags: Iterable[Entity]
 ) -> list[int]:
     """Upsert tag dictionary entries by (account, entity type, id); renames apply in place.
 
@@ -254,7 +256,7 @@ async def upsert_tags(
 
 
 async def _replace_tags(
-    conn: asyncpg.Connection, account_id: int, table: str, column: str, applied: Sequence[Entity]
+    conn: Conn, account_id: int, table: str, column: str, applied: Sequence[Entity]
 ) -> None:
     owners = [int(e["id"]) for e in applied]
     pairs = [(int(e["id"]), int(t["id"])) for e in applied for t in _embedded(e, "tags")]
@@ -272,7 +274,7 @@ async def _replace_tags(
 
 
 async def _replace_lead_contacts(
-    conn: asyncpg.Connection, account_id: int, applied: Sequence[Entity]
+    conn: Conn, account_id: int, applied: Sequence[Entity]
 ) -> None:
     with_links = [e for e in applied if "contacts" in (e.get("_embedded") or {})]
     if not with_links:
@@ -298,17 +300,17 @@ async def _replace_lead_contacts(
 def phones_of(contact: Entity) -> list[tuple[str, str | None]]:
     """The (raw value, enum code) of every PHONE value of a contact, in Kommo's order."""
     found = []
-    for field in contact.get("custom_fields_values") or []:
-        if field.get("field_code") != "PHONE":
+    for cf in contact.get("custom_fields_values") or []:
+        if cf.get("field_code") != "PHONE":
             continue
-        for v in field.get("values") or []:
+        for v in cf.get("values") or []:
             if v.get("value") not in (None, ""):
                 found.append((str(v["value"]), v.get("enum_code") or v.get("enum")))
     return found
 
 
 async def _replace_phones(
-    conn: asyncpg.Connection, account_id: int, applied: Sequence[Entity], region: str
+    conn: Conn, account_id: int, applied: Sequence[Entity], region: str
 ) -> None:
     ids, positions, raws, normalized, codes = [], [], [], [], []
     for e in applied:
@@ -334,7 +336,7 @@ async def _replace_phones(
 
 
 async def tombstone(
-    conn: asyncpg.Connection, account_id: int, table: str, ids: Collection[int], deleted_at: float
+    conn: Conn, account_id: int, table: str, ids: Collection[int], deleted_at: float
 ) -> list[int]:
     """Mark leads or contacts deleted (``table`` is 'leads' or 'contacts'); return those marked."""
     if table not in ("leads", "contacts"):
@@ -349,7 +351,7 @@ async def tombstone(
 
 
 async def leads_showing_contacts(
-    conn: asyncpg.Connection, account_id: int, contact_ids: Collection[int]
+    conn: Conn, account_id: int, contact_ids: Collection[int]
 ) -> list[int]:
     rows = await conn.fetch(
         """SELECT DISTINCT lead_id FROM lead_contacts
@@ -360,7 +362,7 @@ async def leads_showing_contacts(
 
 
 async def leads_with_tags(
-    conn: asyncpg.Connection, account_id: int, tag_ids: Collection[int]
+    conn: Conn, account_id: int, tag_ids: Collection[int]
 ) -> list[int]:
     rows = await conn.fetch(
         "SELECT DISTINCT lead_id FROM lead_tags WHERE account_id = $1 AND tag_id = ANY($2)",
@@ -370,7 +372,7 @@ async def leads_with_tags(
 
 
 async def missing_contacts(
-    conn: asyncpg.Connection, account_id: int, lead_ids: Collection[int]
+    conn: Conn, account_id: int, lead_ids: Collection[int]
 ) -> list[int]:
     """Contacts linked to these leads that the mirror has never seen."""
     rows = await conn.fetch(
@@ -411,7 +413,7 @@ RETURNING l.version, l.last_action, l.shown::text AS shown
 
 
 async def refresh_leads(
-    conn: asyncpg.Connection, account_id: int, lead_ids: Collection[int], source: str
+    conn: Conn, account_id: int, lead_ids: Collection[int], source: str
 ) -> list[LeadChange]:
     """Recompute what these leads show; bump versions where it changed; return the changes."""
     if not lead_ids:
@@ -424,7 +426,15 @@ async def refresh_leads(
     return changes
 
 
-async def get_cursor(conn: asyncpg.Connection, account_id: int, name: str) -> int | None:
+def json_state(value: Any) -> dict[str, Any]:
+    """A jsonb value as asyncpg returns it (text) made into a dict."""
+    if value is None:
+        return {}
+    data = json.loads(value) if isinstance(value, str) else value
+    return dict(data or {})
+
+
+async def get_cursor(conn: Conn, account_id: int, name: str) -> int | None:
     value = await conn.fetchval(
         "SELECT value FROM sync_cursors WHERE account_id = $1 AND name = $2", account_id, name
     )
@@ -432,7 +442,7 @@ async def get_cursor(conn: asyncpg.Connection, account_id: int, name: str) -> in
 
 
 async def set_cursor(
-    conn: asyncpg.Connection, account_id: int, name: str, value: int, state: Any = None
+    conn: Conn, account_id: int, name: str, value: int, state: Any = None
 ) -> None:
     await conn.execute(
         """INSERT INTO sync_cursors (account_id, name, value, state, updated_at)
@@ -444,7 +454,7 @@ async def set_cursor(
 
 
 async def replace_pipelines(
-    conn: asyncpg.Connection, account_id: int, pipelines: Sequence[Entity]
+    conn: Conn, account_id: int, pipelines: Sequence[Entity]
 ) -> None:
     """Upsert every pipeline and its statuses; tombstone those Kommo no longer lists.
 
@@ -501,7 +511,7 @@ async def replace_pipelines(
     )
 
 
-async def replace_users(conn: asyncpg.Connection, account_id: int, users: Sequence[Entity]) -> None:
+async def replace_users(conn: Conn, account_id: int, users: Sequence[Entity]) -> None:
     """Upsert every user; tombstone those no longer listed (call with a complete listing)."""
     ids = [int(u["id"]) for u in users]
     await conn.execute(

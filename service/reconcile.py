@@ -1,0 +1,291 @@
+"""The reconcile poll: whatever webhooks missed, it catches within a tick or two.
+
+Each tick (``RECONCILE_INTERVAL``, default 5 s) runs exactly once for the whole deployment,
+however many workers fire it: a tick is claimed with ``SET NX`` on its number, and a running
+lock skips ticks while a slow one is still at work. One tick costs three Kommo calls when
+idle: the leads and contacts streams (``filter[updated_at][from]`` the cursor minus an overlap,
+ascending; usually a 204) and a third slot that is usually the events feed (deletes, restores,
+links, tags) and, one tick in four, a slower item in rotation: pipelines and statuses, users,
+the two tag dictionaries, and one page of the id sweep that catches what everything else
+missed. Cursors live in Postgres and move only after their rows are committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from service import hints, store
+from service.budget import Priority
+from service.store import Entity
+from service.sync import Batch, Mirror
+
+log = logging.getLogger(__name__)
+
+OVERLAP = 10  # seconds re-read behind each cursor: same-second edits and lagging lists
+EVENT_OVERLAP = 30  # the events feed lags writes a little more
+SLOW_EVERY = 4
+EVENT_TYPES = (
+    "lead_deleted", "lead_restored", "contact_deleted", "contact_restored",
+    "entity_linked", "entity_unlinked", "lead_linked", "lead_unlinked",
+    "contact_linked", "contact_unlinked", "entity_tag_added", "entity_tag_deleted",
+)
+
+TICKS = Counter("reconcile_ticks_total", "reconcile ticks run")
+DURATION = Histogram("reconcile_duration_seconds", "time one reconcile tick took")
+DRIFT = Counter("reconcile_drift_rows_total", "rows the poll fixed that no webhook had", ["entity"])
+LAST_TICK = Gauge("reconcile_last_success_timestamp_seconds", "end of the last good tick")
+CURSOR_LAG = Gauge("reconcile_cursor_lag_seconds", "now minus a stream's cursor", ["stream"])
+
+
+@dataclass
+class TickReport:
+    number: int
+    calls: dict[str, int] = field(default_factory=dict)
+    fixed: dict[str, int] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+        self.res = mirror.res
+        self.kommo = mirror.res.require_kommo()
+        self.acc = mirror.account_id
+        self.interval = self.res.settings.reconcile_interval
+
+    async def maybe_tick(self, now: float | None = None) -> TickReport | None:
+        """Run this tick if no other worker has claimed it; None when skipped."""
+        now = time.time() if now is None else now
+        number = int(now // self.interval)
+        key = self.res.settings.key
+        claimed = await self.res.redis.set(
+            key(f"reconcile:tick:{number}"), b"1", nx=True, ex=max(10, int(self.interval * 4))
+        )
+        if not claimed:
+            return None
+        token = secrets.token_hex(8)
+        running = await self.res.redis.set(key("reconcile:running"), token, nx=True, ex=300)
+        if not running:
+            log.info("reconcile tick %d skipped: the previous tick is still running", number)
+            return None
+        try:
+            return await self.tick(number)
+        finally:
+            if await self.res.redis.get(key("reconcile:running")) == token.encode():
+                await self.res.redis.delete(key("reconcile:running"))
+
+    async def tick(self, number: int) -> TickReport | None:
+        if not await self.ready():
+            return None
+        started = time.monotonic()
+        report = TickReport(number)
+        await hints.promote_due(self.res.redis, self.res.settings)
+        await hints.ensure_scheduled(self.res)
+        report.fixed["leads"] = await self.stream("leads")
+        report.fixed["contacts"] = await self.stream("contacts")
+        slot = number % (SLOW_EVERY * len(self._slow_items()))
+        if slot % SLOW_EVERY == SLOW_EVERY - 1:
+            name, item = self._slow_items()[slot // SLOW_EVERY]
+            report.fixed[name] = await item()
+        else:
+            report.fixed["events"] = await self.events()
+        elapsed = time.monotonic() - started
+        DURATION.observe(elapsed)
+        TICKS.inc()
+        LAST_TICK.set(time.time())
+        pipe = self.res.redis.pipeline(transaction=False)
+        pipe.set(self.res.settings.key("reconcile:last"), str(time.time()))
+        pipe.incr(self.res.settings.key("reconcile:runs"))
+        await pipe.execute()
+        level = logging.INFO if any(report.fixed.values()) else logging.DEBUG
+        log.log(level, "reconcile tick %d in %.2fs fixed %s", number, elapsed, report.fixed)
+        return report
+
+    async def ready(self) -> bool:
+        """Reconcile starts only once the backfill has left its cursors."""
+        async with self.res.pool.acquire() as conn:
+            return await store.get_cursor(conn, self.acc, "leads") is not None
+
+    def _slow_items(self) -> list[tuple[str, Callable[[], Awaitable[int]]]]:
+        return [
+            ("pipelines", self.pipelines), ("users", self.users),
+            ("lead_tags", lambda: self.tags("leads")), ("sweep_leads", lambda: self.sweep("leads")),
+            ("contact_tags", lambda: self.tags("contacts")),
+            ("sweep_contacts", lambda: self.sweep("contacts")),
+        ]
+
+    async def stream(self, entity: str) -> int:
+        """Re-read everything updated since the cursor (minus the overlap); return rows fixed."""
+        async with self.res.pool.acquire() as conn:
+            cursor = await store.get_cursor(conn, self.acc, entity)
+        if cursor is None:
+            return 0
+        params: dict[str, Any] = {
+            "filter[updated_at][from]": max(0, cursor - OVERLAP),
+            "order[updated_at]": "asc",
+            "limit": 250,
+        }
+        if entity == "leads":
+            params["with"] = "contacts"
+        newest, fixed = cursor, 0
+        async for page in self.kommo.pages(f"/api/v4/{entity}", params, entity,
+                                           priority=Priority.RECONCILE):
+            fixed += await self._apply_page(entity, page)
+            newest = max([newest, *(int(e.get("updated_at") or 0) for e in page)])
+        async with self.res.pool.acquire() as conn:
+            await store.set_cursor(conn, self.acc, entity, newest)
+        CURSOR_LAG.labels(entity).set(max(0.0, time.time() - newest))
+        if fixed:
+            DRIFT.labels(entity).inc(fixed)
+        return fixed
+
+    async def _apply_page(self, entity: str, page: Sequence[Entity]) -> int:
+        if entity == "leads":
+            outcome, _ = await self.mirror.apply_leads(page, priority=Priority.RECONCILE,
+                                                       source="reconcile")
+            return len(outcome.leads_written)
+        outcome = await self.mirror.apply(Batch(contacts=page), "reconcile")
+        return len(outcome.contacts_written)
+
+    async def events(self) -> int:
+        """Deletes, restores, link and tag changes from the events feed since its cursor."""
+        async with self.res.pool.acquire() as conn:
+            cursor = await store.get_cursor(conn, self.acc, "events")
+            state = await conn.fetchval(
+                "SELECT state FROM sync_cursors WHERE account_id = $1 AND name = 'events'",
+                self.acc,
+            )
+        if cursor is None:
+            return 0
+        seen = {str(x) for x in store.json_state(state).get("seen") or []}
+        found = await self.kommo.events(EVENT_TYPES, max(0, cursor - EVENT_OVERLAP),
+                                        priority=Priority.RECONCILE)
+        fresh = sorted((e for e in found if str(e["id"]) not in seen),
+                       key=lambda e: int(e["created_at"]))
+        fixed = await self._apply_events(fresh) if fresh else 0
+        newest = max([cursor, *(int(e["created_at"]) for e in found)])
+        keep = [str(e["id"]) for e in found if int(e["created_at"]) >= newest - EVENT_OVERLAP]
+        async with self.res.pool.acquire() as conn:
+            await store.set_cursor(conn, self.acc, "events", newest, {"seen": keep})
+        return fixed
+
+    async def _apply_events(self, events: Sequence[Entity]) -> int:
+        fetch: dict[str, set[int]] = {"lead": set(), "contact": set()}
+        deleted: dict[str, set[int]] = {"lead": set(), "contact": set()}
+        restored: dict[str, set[int]] = {"lead": set(), "contact": set()}
+        for e in events:
+            kind, ident, kind_of_event = str(e.get("entity_type")), int(e["entity_id"]), e["type"]
+            if kind not in fetch:
+                continue
+            if kind_of_event == f"{kind}_deleted":
+                deleted[kind].add(ident)
+            elif kind_of_event == f"{kind}_restored":
+                restored[kind].add(ident)
+            else:
+                fetch[kind].add(ident)
+                for value in [*(e.get("value_after") or []), *(e.get("value_before") or [])]:
+                    linked = (value.get("link") or {}).get("entity") or {}
+                    if linked.get("type") in fetch:
+                        fetch[str(linked["type"])].add(int(linked["id"]))
+        for kind in fetch:
+            # A delete and a restore in the same second have no knowable order: an id with a
+            # restore is settled by a by-id read (found: restored; not found: deleted).
+            deleted[kind] -= restored[kind]
+            fetch[kind] = (fetch[kind] - deleted[kind]) | restored[kind]
+        when = max(int(e["created_at"]) for e in events)
+        batch = Batch(lead_deletes=deleted["lead"], contact_deletes=deleted["contact"],
+                      restored_leads=restored["lead"], restored_contacts=restored["contact"],
+                      deleted_at=when)
+        outcome, leads_seen, contacts_seen = await self.mirror.fetch_and_apply(
+            lead_ids=sorted(fetch["lead"]), contact_ids=sorted(fetch["contact"]),
+            priority=Priority.RECONCILE, source="reconcile", batch=batch,
+        )
+        gone_leads = restored["lead"] - leads_seen.keys()
+        gone_contacts = restored["contact"] - contacts_seen.keys()
+        if gone_leads or gone_contacts:
+            await self.mirror.apply(Batch(lead_deletes=gone_leads, contact_deletes=gone_contacts,
+                                          deleted_at=when), "reconcile")
+        return (len(outcome.leads_written) + len(outcome.contacts_written)
+                + len(deleted["lead"]) + len(deleted["contact"]))
+
+    async def pipelines(self) -> int:
+        data = await self.kommo.get("/api/v4/leads/pipelines", None, priority=Priority.RECONCILE)
+        items = ((data or {}).get("_embedded") or {}).get("pipelines") or []
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await store.replace_pipelines(conn, self.acc, items)
+        return 0
+
+    async def users(self) -> int:
+        items = await self.kommo.collect("/api/v4/users", {"limit": 250}, "users",
+                                         priority=Priority.RECONCILE)
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await store.replace_users(conn, self.acc, items)
+        return 0
+
+    async def tags(self, entity: str) -> int:
+        items = await self.kommo.collect(f"/api/v4/{entity}/tags", {"limit": 250}, "tags",
+                                         priority=Priority.RECONCILE)
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await store.lock_account(conn, self.acc)
+            renamed = await store.upsert_tags(conn, self.acc, entity, items)
+            touched = await store.leads_with_tags(conn, self.acc, renamed) if (
+                renamed and entity == "leads") else []
+            changes = await store.refresh_leads(conn, self.acc, touched, "reconcile")
+        await self.mirror.publish(changes)
+        return len(renamed)
+
+    async def sweep(self, entity: str) -> int:
+        """One page of the id sweep: ids Kommo lists that we lack, and ids we hold in that
+        range that Kommo no longer lists. A missing id is tombstoned only after a direct
+        by-id read confirms it is gone (a listing can be partial; a by-id read is not)."""
+        async with self.res.pool.acquire() as conn:
+            page_no = await store.get_cursor(conn, self.acc, f"sweep_{entity}") or 1
+        params: dict[str, Any] = {"order[id]": "asc", "limit": 250, "page": page_no}
+        data = await self.kommo.get(f"/api/v4/{entity}", params, priority=Priority.RECONCILE)
+        listed = [int(e["id"]) for e in ((data or {}).get("_embedded") or {}).get(entity) or []]
+        fixed = 0
+        if listed:
+            low, high = min(listed), max(listed)
+            if page_no == 1:
+                low = 0
+            last_page = "next" not in ((data or {}).get("_links") or {})
+            async with self.res.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    f"""SELECT id FROM {entity} WHERE account_id = $1 AND NOT is_deleted
+                        AND id >= $2 AND ($3 OR id <= $4)""",
+                    self.acc, low, last_page, high,
+                )
+            ours = {r["id"] for r in rows}
+            suspects = sorted(ours - set(listed))
+            lacking = sorted(set(listed) - ours)
+            fixed = await self._settle(entity, suspects, lacking)
+        next_page = 1 if not listed or "next" not in ((data or {}).get("_links") or {}) else (
+            page_no + 1)
+        async with self.res.pool.acquire() as conn:
+            await store.set_cursor(conn, self.acc, f"sweep_{entity}", next_page)
+        return fixed
+
+    async def _settle(self, entity: str, suspects: list[int], lacking: list[int]) -> int:
+        if not suspects and not lacking:
+            return 0
+        ids = [*suspects, *lacking]
+        if entity == "leads":
+            outcome, found, _ = await self.mirror.fetch_and_apply(
+                lead_ids=ids, priority=Priority.RECONCILE, source="reconcile")
+        else:
+            outcome, _, found = await self.mirror.fetch_and_apply(
+                contact_ids=ids, priority=Priority.RECONCILE, source="reconcile")
+        gone = [i for i in suspects if i not in found]
+        if gone:
+            batch = Batch(lead_deletes=gone) if entity == "leads" else Batch(contact_deletes=gone)
+            await self.mirror.apply(batch, "reconcile")
+            log.info("sweep: %d %s confirmed deleted in Kommo", len(gone), entity)
+        written = len(outcome.leads_written) + len(outcome.contacts_written)
+        DRIFT.labels(entity).inc(written + len(gone))
+        return written + len(gone)

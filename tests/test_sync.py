@@ -1,0 +1,152 @@
+"""The sync engine end to end: the simulator, real Postgres and Redis, arq in burst mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import pytest
+from arq.worker import Worker as ArqWorker
+from redis.asyncio import Redis
+
+from kommo_sim import RateLimitConfig, SimConfig, Simulator, random_mutation
+from service.reconcile import Reconciler
+from service.resources import Resources, open_resources
+from service.settings import Needs, Settings
+from service.sync import Mirror
+from tests.mirror import differences
+from workers.main import worker_options
+
+SIM_TOKEN = "sim-token-for-tests"
+
+
+@pytest.fixture
+def sim() -> Simulator:
+    return Simulator(SimConfig(seed=7, leads=2000, contacts=1000, token=SIM_TOKEN,
+                               rate_limit=RateLimitConfig(rate=0)))
+
+
+@pytest.fixture
+def kommo_settings(env: dict[str, str]) -> Settings:
+    return Settings.from_env(
+        {**env, "KOMMO_BASE_URL": "http://kommo.test", "KOMMO_TOKEN": SIM_TOKEN,
+         "KOMMO_RATE_LIMIT": "50"},
+        Needs.DATABASE | Needs.REDIS | Needs.KOMMO,
+    )
+
+
+@dataclass
+class Engine:
+    res: Resources
+    mirror: Mirror
+    reconciler: Reconciler
+
+
+@pytest.fixture
+async def engine(
+    kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis
+) -> AsyncIterator[Engine]:
+    transport = httpx.ASGITransport(app=sim.app)
+    async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
+        mirror = Mirror(res, sim.config.account_id)
+        yield Engine(res, mirror, Reconciler(mirror))
+
+
+async def run_worker_burst(settings: Settings, sim: Simulator) -> None:
+    options = worker_options(settings, kommo_transport=httpx.ASGITransport(app=sim.app))
+    options["handle_signals"] = False
+    worker = ArqWorker(**options, burst=True)
+    try:
+        async with asyncio.timeout(90):
+            await worker.main()
+    finally:
+        await worker.close()
+
+
+async def test_backfill_mirrors_the_account_exactly(
+    kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    await run_worker_burst(kommo_settings, sim)
+    assert await differences(pool, sim) == []
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM leads") == 2000
+        assert await conn.fetchval("SELECT count(*) FROM contact_phones WHERE normalized IS NOT NULL") > 500
+        cursors = {r["name"] for r in await conn.fetch("SELECT name FROM sync_cursors")}
+    assert {"leads", "contacts", "events", "backfill"} <= cursors
+
+
+async def test_mutations_without_webhooks_are_mirrored_within_two_ticks(
+    kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis, engine: Engine
+) -> None:
+    await run_worker_burst(kommo_settings, sim)
+    rng = random.Random(11)
+    kinds = [random_mutation(sim, rng) for _ in range(200)]
+    assert len(kinds) == 200
+    assert await differences(pool, sim), "the mutations should have changed something"
+    await engine.reconciler.tick(0)
+    await engine.reconciler.tick(1)
+    assert await differences(pool, sim) == []
+
+
+async def test_one_message_per_real_change_and_none_for_rereads(
+    kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis, engine: Engine
+) -> None:
+    await run_worker_burst(kommo_settings, sim)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(kommo_settings.key("lead_update"))
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    ids = sorted(sim.leads)[:3]
+    for i, lead_id in enumerate(ids):
+        sim.update_lead(lead_id, price=10_000 + i)
+    await engine.reconciler.tick(0)
+    await engine.reconciler.tick(1)  # a re-read of the same rows: nothing new to say
+    messages = []
+    while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)):
+        messages.append(json.loads(m["data"]))
+    await pubsub.aclose()
+    assert sorted(m["data"]["lead"]["id"] for m in messages) == ids
+    assert all(m["event"] == "lead_update" and m["data"]["source"] == "reconcile"
+               and m["data"]["action"] == "updated" for m in messages)
+    versions = [m["data"]["version"] for m in messages]
+    assert versions == sorted(versions) and len(set(versions)) == 3
+
+
+async def test_same_second_changes_are_not_skipped(
+    kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    sim = Simulator(SimConfig(seed=3, leads=20, contacts=10, token=SIM_TOKEN, clock_speed=0,
+                              rate_limit=RateLimitConfig(rate=0)))
+    await run_worker_burst(kommo_settings, sim)
+    transport = httpx.ASGITransport(app=sim.app)
+    async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
+        reconciler = Reconciler(Mirror(res, sim.config.account_id))
+        lead_id = min(sim.leads)
+        sim.update_lead(lead_id, name="first edit")
+        await reconciler.tick(0)
+        sim.update_lead(lead_id, name="second edit, same second")
+        await reconciler.tick(1)
+    assert await differences(pool, sim) == []
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT name FROM leads WHERE id = $1", lead_id) == (
+            "second edit, same second")
+
+
+async def test_two_workers_run_each_tick_once(
+    kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis, engine: Engine
+) -> None:
+    await run_worker_burst(kommo_settings, sim)
+    other = Reconciler(engine.mirror)
+    runs_key = kommo_settings.key("reconcile:runs")
+    before = int(await redis.get(runs_key) or 0)
+    ran = 0
+    for second in range(6):
+        now = 1_900_000_000 + second * 0.5  # two fires per tick of 1 s, from two workers
+        results = await asyncio.gather(engine.reconciler.maybe_tick(now), other.maybe_tick(now))
+        ran += sum(r is not None for r in results)
+    assert ran == 3
+    assert int(await redis.get(runs_key) or 0) - before == 3

@@ -1,0 +1,185 @@
+"""The arq jobs: thin functions over the service's sync logic.
+
+``process_hints`` drains the webhook hint queue (see :mod:`service.hints` for the protocol),
+``reconcile_tick`` fires every second on every worker and runs a reconcile tick only when this
+worker claimed it, ``backfill`` imports the whole account once (single-flight by a Redis lock),
+and ``check_webhook`` keeps Kommo's subscription present and enabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from service import hints
+from service.backfill import Backfill
+from service.budget import Priority
+from service.reconcile import Reconciler
+from service.resources import Resources
+from service.sync import Batch, Mirror
+
+log = logging.getLogger(__name__)
+
+LAG_RETRY_S = 1.0
+LAG_MAX_TRIES = 5
+JOBS = Counter("worker_jobs_total", "jobs run by this worker", ["job", "outcome"])
+HINT_FETCHES = Counter("hint_ids_processed_total", "webhook hint ids processed", ["kind"])
+
+
+@dataclass
+class Worker:
+    """What every job of one worker process shares (held in arq's ctx under "worker")."""
+
+    res: Resources
+    mirror: Mirror
+    reconciler: Reconciler
+
+
+def worker_of(ctx: dict[str, Any]) -> Worker:
+    worker = ctx["worker"]
+    assert isinstance(worker, Worker)
+    return worker
+
+
+async def process_hints(ctx: dict[str, Any]) -> int:
+    w = worker_of(ctx)
+    redis, settings = w.res.redis, w.res.settings
+    token = await hints.acquire_lock(redis, settings)
+    if token is None:
+        return 0
+    processed = 0
+    while True:
+        await hints.clear_scheduled(redis, settings)
+        while True:
+            await hints.promote_due(redis, settings)
+            count = await drain_once(w)
+            processed += count
+            if not count or not await hints.extend_lock(redis, settings, token):
+                break
+        await hints.clear_scheduled(redis, settings)
+        await hints.release_lock(redis, settings, token)
+        if await hints.pending_count(redis, settings) == 0:
+            break
+        token = await hints.acquire_lock(redis, settings)
+        if token is None:
+            break
+    JOBS.labels("process_hints", "ok").inc()
+    return processed
+
+
+async def drain_once(w: Worker) -> int:
+    """Claim up to 250 ids of each kind, fetch and write them in one batch; ids claimed."""
+    redis, settings = w.res.redis, w.res.settings
+    leads = await hints.claim(redis, settings, "leads")
+    contacts = await hints.claim(redis, settings, "contacts")
+    lead_dels = await hints.claim(redis, settings, "lead_deletes")
+    contact_dels = await hints.claim(redis, settings, "contact_deletes")
+    if not (leads or contacts or lead_dels or contact_dels):
+        return 0
+    restored_leads = await hints.restores(redis, settings, "leads",
+                                          [i for i, _, _ in (*leads, *lead_dels)])
+    restored_contacts = await hints.restores(redis, settings, "contacts",
+                                             [i for i, _, _ in (*contacts, *contact_dels)])
+    batch = Batch(
+        lead_deletes=[i for i, _, _ in lead_dels if i not in restored_leads],
+        contact_deletes=[i for i, _, _ in contact_dels if i not in restored_contacts],
+        restored_leads=restored_leads,
+        restored_contacts=restored_contacts,
+        deleted_at=max([float(at) for _, _, at in (*lead_dels, *contact_dels)] or [time.time()]),
+    )
+    _, lead_seen, contact_seen = await w.mirror.fetch_and_apply(
+        lead_ids=[i for i, _, _ in leads], contact_ids=[i for i, _, _ in contacts],
+        priority=Priority.WEBHOOK, source="webhook", batch=batch,
+    )
+    fetched: list[tuple[hints.Kind, list[hints.Claimed], dict[int, int]]] = [
+        ("leads", leads, lead_seen), ("contacts", contacts, contact_seen)]
+    for kind, items, seen in fetched:
+        lagging = [c for c in items if c[2] and seen.get(c[0], 0) < c[2]]
+        retry = await _still_worth_retrying(w, kind, [c[0] for c in lagging])
+        await hints.retry_later(redis, settings, kind, [c for c in lagging if c[0] in retry],
+                                LAG_RETRY_S)
+        await hints.done(redis, settings, kind, [c for c in items if c[0] not in retry])
+        HINT_FETCHES.labels(kind).inc(len(items))
+    await hints.done(redis, settings, "lead_deletes", lead_dels)
+    await hints.done(redis, settings, "contact_deletes", contact_dels)
+    HINT_FETCHES.labels("deletes").inc(len(lead_dels) + len(contact_dels))
+    return len(leads) + len(contacts) + len(lead_dels) + len(contact_dels)
+
+
+async def _still_worth_retrying(w: Worker, kind: str, ids: list[int]) -> set[int]:
+    """Kommo's read lags its webhook: retry a few times, then leave it to reconcile."""
+    if not ids:
+        return set()
+    key = w.res.settings.key(f"hints:lag_tries:{kind}")
+    async with w.res.redis.pipeline(transaction=False) as pipe:
+        for ident in ids:
+            pipe.hincrby(key, str(ident), 1)
+        pipe.expire(key, 600)
+        tries = (await pipe.execute())[:-1]
+    keep = {i for i, n in zip(ids, tries, strict=True) if int(n) <= LAG_MAX_TRIES}
+    if len(keep) < len(ids):
+        log.warning("%d %s still older than their webhook after %d tries; reconcile will "
+                    "catch them", len(ids) - len(keep), kind, LAG_MAX_TRIES)
+    return keep
+
+
+async def reconcile_tick(ctx: dict[str, Any]) -> bool:
+    w = worker_of(ctx)
+    if await Backfill(w.mirror, show_bar=False).needed():
+        await ensure_backfill(w.res)
+        return False
+    report = await w.reconciler.maybe_tick()
+    if report is not None:
+        JOBS.labels("reconcile", "ok").inc()
+    return report is not None
+
+
+async def ensure_backfill(res: Resources) -> None:
+    """Queue the backfill unless one is running (a crashed one's lock expires and it resumes)."""
+    if await res.redis.exists(res.settings.key("backfill:lock")):
+        return
+    await res.arq.enqueue_job("backfill", _queue_name=res.queue_name,
+                              _job_id=res.settings.key(f"backfill:{int(time.time() // 60)}"))
+
+
+async def backfill(ctx: dict[str, Any], restart: bool = False) -> bool:
+    w = worker_of(ctx)
+    key = w.res.settings.key("backfill:lock")
+    token = secrets.token_hex(8)
+    if not await w.res.redis.set(key, token, nx=True, ex=30):
+        return False
+    refresher = _LockRefresher(w.res, key, token)
+    try:
+        async with refresher:
+            await Backfill(w.mirror, show_bar=False).run(restart=restart)
+    finally:
+        if await w.res.redis.get(key) == token.encode():
+            await w.res.redis.delete(key)
+    JOBS.labels("backfill", "ok").inc()
+    return True
+
+
+class _LockRefresher:
+    """Keeps a short Redis lock alive while a long job runs; a killed worker's lock expires."""
+
+    def __init__(self, res: Resources, key: str, token: str) -> None:
+        self.res, self.key, self.token = res, key, token
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> None:
+        async def refresh() -> None:
+            while True:
+                await asyncio.sleep(10)
+                await self.res.redis.expire(self.key, 30)
+
+        self.task = asyncio.create_task(refresh())
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.task.cancel()

@@ -1,0 +1,76 @@
+"""The worker process: arq settings built from our Settings, resources opened at start-up."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import httpx
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import Worker as ArqWorker
+from arq.worker import func
+from prometheus_client import start_http_server
+
+from service.backfill import Backfill
+from service.reconcile import Reconciler
+from service.resources import open_resources
+from service.settings import Settings
+from service.sync import Mirror, resolve_account_id
+from workers import jobs
+
+log = logging.getLogger(__name__)
+
+
+def worker_options(
+    settings: Settings, *, kommo_transport: httpx.AsyncBaseTransport | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for :class:`arq.worker.Worker`."""
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        stack = contextlib.AsyncExitStack()
+        res = await stack.enter_async_context(
+            open_resources(settings, kommo=True, kommo_transport=kommo_transport)
+        )
+        mirror = Mirror(res, await resolve_account_id(res))
+        ctx["stack"] = stack
+        ctx["worker"] = jobs.Worker(res, mirror, Reconciler(mirror))
+        if await Backfill(mirror, show_bar=False).needed():
+            await jobs.ensure_backfill(res)
+        log.info("worker ready for account %d", mirror.account_id)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        stack = ctx.get("stack")
+        if stack is not None:
+            await stack.aclose()
+
+    return {
+        "functions": [
+            func(jobs.process_hints, keep_result=0, max_tries=1000),
+            func(jobs.backfill, keep_result=0, timeout=24 * 3600, max_tries=1000),
+        ],
+        "cron_jobs": [
+            cron(jobs.reconcile_tick, second=set(range(60)), keep_result=0, unique=True,
+                 timeout=600, max_tries=1),
+        ],
+        "redis_settings": RedisSettings.from_dsn(settings.redis_dsn),
+        "queue_name": settings.key("arq:queue"),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "poll_delay": 0.02,
+        "max_jobs": 20,
+        "job_timeout": 300,
+        "keep_result": 0,
+        "handle_signals": True,
+        "health_check_key": settings.key("arq:health-check"),
+    }
+
+
+def run_worker(settings: Settings, *, burst: bool = False) -> int:
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port)
+        log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)
+    worker = ArqWorker(**worker_options(settings), burst=burst)
+    worker.run()
+    return 0
