@@ -13,19 +13,25 @@ import logging
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
-from service import store
+from service import status, store
 from service.budget import Priority
 from service.resources import Resources
+from service.settings import ConfigError
 from service.store import Entity, LeadChange
 
 log = logging.getLogger(__name__)
 
 LEAD_UPDATES = Counter(
     "lead_updates_published_total", "lead_update messages published", ["source", "action"]
+)
+FRESHNESS = Histogram(
+    "lead_update_freshness_seconds", "from Kommo's updated_at to the lead_update", ["source"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
 ROWS_WRITTEN = Counter(
     "mirror_rows_written_total", "rows written to the mirror", ["entity", "source"]
@@ -88,11 +94,19 @@ class Mirror:
         if not changes:
             return
         channel = self.res.settings.key("lead_update")
+        now = time.time()
+        latencies = []
         async with self.res.redis.pipeline(transaction=False) as pipe:
             for change in changes:
                 pipe.publish(channel, json.dumps(change.envelope(self.account_id)))
                 LEAD_UPDATES.labels(change.source, change.action).inc()
+                changed_at = _epoch(change.lead.get("updated_at"))
+                if changed_at is not None and change.action != "deleted":
+                    FRESHNESS.labels(change.source).observe(max(0.0, now - changed_at))
+                    if change.source == "webhook":
+                        latencies.append(max(0.0, now - changed_at) * 1000)
             await pipe.execute()
+        await status.record_latencies(self.res.redis, self.res.settings, latencies)
 
     async def known_contacts(self, ids: Collection[int]) -> set[int]:
         async with self.res.pool.acquire() as conn:
@@ -157,13 +171,24 @@ def _embedded(e: Entity, key: str) -> list[Mapping[str, Any]]:
     return list((e.get("_embedded") or {}).get(key) or [])
 
 
+def _epoch(iso: Any) -> float | None:
+    if not isinstance(iso, str):
+        return None
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
 def _stamps(entities: Iterable[Entity]) -> dict[int, int]:
     return {int(e["id"]): int(e.get("updated_at") or 0) for e in entities}
 
 
 async def resolve_account_id(res: Resources) -> int:
-    """The configured account id, else the one Kommo reports for our credentials."""
-    if res.settings.kommo_account_id is not None:
-        return res.settings.kommo_account_id
-    account = await res.require_kommo().account(priority=Priority.RECONCILE)
-    return int(account["id"])
+    """The account our credential opens (checked against KOMMO_ACCOUNT_ID when set).
+
+    This is also the start-up check of the credential: a refused one fails here, loudly.
+    """
+    account = await res.require_kommo().account(priority=Priority.WEBHOOK)
+    found = int(account["id"])
+    wanted = res.settings.kommo_account_id
+    if wanted is not None and wanted != found:
+        raise ConfigError("KOMMO_ACCOUNT_ID", f"does not match the credential's account {found}")
+    return found

@@ -9,17 +9,20 @@ and ``check_webhook`` keeps Kommo's subscription present and enabled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
 
-from service import hints
+from service import hints, status
 from service.backfill import Backfill
 from service.budget import Priority
+from service.errors import KommoAuthError, KommoBlocked, KommoError
 from service.reconcile import Reconciler
 from service.resources import Resources
 from service.sync import Batch, Mirror
@@ -47,29 +50,67 @@ def worker_of(ctx: dict[str, Any]) -> Worker:
     return worker
 
 
+STOPPED = "sync:stopped"  # set when Kommo refused our credential: no job calls Kommo again
+
+
+@contextlib.asynccontextmanager
+async def job_edge(w: Worker, job: str) -> AsyncIterator[None]:
+    """Where a job meets the outside world: count it, record errors, stop on a dead credential.
+
+    Work left undone stays queued (hints) or uncommitted (cursors) and is retried next time.
+    """
+    try:
+        yield
+    except KommoAuthError as exc:
+        JOBS.labels(job, "auth_error").inc()
+        await stop_syncing(w.res, str(exc))
+    except KommoBlocked:
+        JOBS.labels(job, "blocked").inc()  # the budget has said so loudly, once per process
+    except KommoError as exc:
+        JOBS.labels(job, "error").inc()
+        log.warning("%s failed, will retry: %s", job, exc)
+        await status.record_error(w.res.redis, w.res.settings, job, str(exc))
+    else:
+        JOBS.labels(job, "ok").inc()
+
+
+async def stop_syncing(res: Resources, reason: str) -> None:
+    first = await res.redis.set(res.settings.key(STOPPED), reason, nx=True)
+    await status.record_error(res.redis, res.settings, "credential", reason)
+    if first:
+        log.error("KOMMO REFUSED OUR CREDENTIAL: %s. Syncing is stopped; fix KOMMO_TOKEN (or "
+                  "the OAuth settings) and restart the workers.", reason)
+
+
+async def stopped(res: Resources) -> bool:
+    return bool(await res.redis.exists(res.settings.key(STOPPED)))
+
+
 async def process_hints(ctx: dict[str, Any]) -> int:
     w = worker_of(ctx)
     redis, settings = w.res.redis, w.res.settings
+    if await stopped(w.res):
+        return 0
     token = await hints.acquire_lock(redis, settings)
     if token is None:
         return 0
     processed = 0
-    while True:
-        await hints.clear_scheduled(redis, settings)
-        while True:
-            await hints.promote_due(redis, settings)
-            count = await drain_once(w)
-            processed += count
-            if not count or not await hints.extend_lock(redis, settings, token):
+    async with job_edge(w, "process_hints"):
+        while token is not None:
+            try:
+                await hints.clear_scheduled(redis, settings)
+                while True:
+                    await hints.promote_due(redis, settings)
+                    count = await drain_once(w)
+                    processed += count
+                    if not count or not await hints.extend_lock(redis, settings, token):
+                        break
+                await hints.clear_scheduled(redis, settings)
+            finally:
+                await hints.release_lock(redis, settings, token)
+            if await hints.pending_count(redis, settings) == 0:
                 break
-        await hints.clear_scheduled(redis, settings)
-        await hints.release_lock(redis, settings, token)
-        if await hints.pending_count(redis, settings) == 0:
-            break
-        token = await hints.acquire_lock(redis, settings)
-        if token is None:
-            break
-    JOBS.labels("process_hints", "ok").inc()
+            token = await hints.acquire_lock(redis, settings)
     return processed
 
 
@@ -131,13 +172,15 @@ async def _still_worth_retrying(w: Worker, kind: str, ids: list[int]) -> set[int
 
 async def reconcile_tick(ctx: dict[str, Any]) -> bool:
     w = worker_of(ctx)
+    if await stopped(w.res):
+        return False
     if await Backfill(w.mirror, show_bar=False).needed():
         await ensure_backfill(w.res)
         return False
-    report = await w.reconciler.maybe_tick()
-    if report is not None:
-        JOBS.labels("reconcile", "ok").inc()
-    return report is not None
+    ran = False
+    async with job_edge(w, "reconcile"):
+        ran = await w.reconciler.maybe_tick() is not None
+    return ran
 
 
 async def ensure_backfill(res: Resources) -> None:
@@ -156,12 +199,11 @@ async def backfill(ctx: dict[str, Any], restart: bool = False) -> bool:
         return False
     refresher = _LockRefresher(w.res, key, token)
     try:
-        async with refresher:
+        async with refresher, job_edge(w, "backfill"):
             await Backfill(w.mirror, show_bar=False).run(restart=restart)
     finally:
         if await w.res.redis.get(key) == token.encode():
             await w.res.redis.delete(key)
-    JOBS.labels("backfill", "ok").inc()
     return True
 
 

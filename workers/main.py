@@ -34,6 +34,7 @@ def worker_options(
             open_resources(settings, kommo=True, kommo_transport=kommo_transport)
         )
         mirror = Mirror(res, await resolve_account_id(res))
+        await res.redis.delete(settings.key(jobs.STOPPED))  # the credential works again
         ctx["stack"] = stack
         ctx["worker"] = jobs.Worker(res, mirror, Reconciler(mirror))
         if await Backfill(mirror, show_bar=False).needed():
