@@ -72,6 +72,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     worker_metrics_port: int | None = None
+    public_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], needs: Needs = Needs.NOTHING) -> Settings:
@@ -130,6 +131,7 @@ class Settings:
             log_format=log_format,
             log_level=log_level,
             worker_metrics_port=r.integer("WORKER_METRICS_PORT", None, low=1, high=65535),
+            public_url=(r.url_plain("PUBLIC_URL") or "").rstrip("/") or None,
         )
 
     def key(self, name: str) -> str:

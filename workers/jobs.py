@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from service import hints, status
+from service import hints, status, subscription
 from service.backfill import Backfill
 from service.budget import Priority
 from service.errors import KommoAuthError, KommoBlocked, KommoError
@@ -205,6 +205,22 @@ async def backfill(ctx: dict[str, Any], restart: bool = False) -> bool:
         if await w.res.redis.get(key) == token.encode():
             await w.res.redis.delete(key)
     return True
+
+
+async def check_webhook(ctx: dict[str, Any]) -> bool:
+    """Keep Kommo's subscription present and enabled (needs PUBLIC_URL); True when healthy."""
+    w = worker_of(ctx)
+    if w.res.settings.public_url is None or w.res.settings.webhook_secret is None:
+        return False
+    if await stopped(w.res):
+        return False
+    if not await w.res.redis.set(w.res.settings.key("webhook:checked"), b"1", nx=True, ex=240):
+        return False  # another worker checked within the last few minutes
+    healthy = False
+    async with job_edge(w, "check_webhook"):
+        kommo = w.res.require_kommo()
+        healthy = (await subscription.heal(kommo, subscription.destination(w.res.settings))).ok
+    return healthy
 
 
 class _LockRefresher:

@@ -54,6 +54,8 @@ def worker_options(
         "cron_jobs": [
             cron(jobs.reconcile_tick, second=set(range(60)), keep_result=0, unique=True,
                  timeout=600, max_tries=1),
+            cron(jobs.check_webhook, minute=set(range(0, 60, 5)), second=30, keep_result=0,
+                 unique=True, timeout=60, max_tries=1),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_dsn),
         "queue_name": settings.key("arq:queue"),

@@ -1,0 +1,376 @@
+"""The webhook form parser: fixture bodies, layout variations, errors, and generated bodies."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus, urlencode
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.hints import Hints
+from service.webhooks import MAX_ID, WebhookParseError, parse_webhook
+
+FIXTURES = Path("/work/shared/kommo/fixtures/webhooks")
+if not FIXTURES.is_dir():  # the checkout's own copy, when the shared folder is not mounted
+    FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
+
+# fixture name -> what it must queue (account 31000001 / examplecorp in all of them)
+EXPECTED: dict[str, dict[str, Any]] = {
+    "SYNTHETIC_two_leads_one_body": {"lead_changes": {24000101: 1748300000, 24000102: 1748300000}},
+    "company_add": {"companies": 1},
+    "company_delete": {"companies": 1},
+    "contact_add": {"contact_changes": {35000501: 1748289231}},
+    "contact_delete": {"contact_deletes": {35000501}},
+    "contact_update": {"contact_changes": {35000501: 1748292937}},
+    "dp_lead_add": {"lead_changes": {24000103: 0}},
+    "dp_lead_status": {"lead_changes": {24000102: 0}},
+    "lead_add": {"lead_changes": {24000101: 1748268669}},
+    "lead_delete": {"lead_deletes": {24000101}},
+    "lead_responsible": {"lead_changes": {24000102: 1726572882}},
+    "lead_restore": {"lead_changes": {24000101: 1726572650}, "lead_restores": {24000101}},
+    "lead_status": {"lead_changes": {24000102: 1615985846}},
+    "lead_update": {"lead_changes": {24000101: 1748268812}},
+}
+
+
+def fixture_bodies() -> list[str]:
+    names = sorted(
+        p.name.removesuffix(".txt")
+        for p in FIXTURES.glob("*.txt")
+        if not p.name.endswith(".decoded.txt") and p.name != "headers.txt"
+    )
+    assert names, f"no webhook fixtures in {FIXTURES}"
+    return names
+
+
+def expected_hints(name: str) -> Hints:
+    return Hints(account_id=31000001, subdomain="examplecorp", **EXPECTED[name])
+
+
+def test_every_fixture_is_covered() -> None:
+    assert set(fixture_bodies()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", fixture_bodies())
+def test_fixture_body(name: str) -> None:
+    body = (FIXTURES / f"{name}.txt").read_bytes()
+    assert parse_webhook(body) == expected_hints(name)
+
+
+@pytest.mark.parametrize("name", fixture_bodies())
+def test_decoded_view_parses_the_same(name: str) -> None:
+    """The decoded views, re-encoded by urlencode (and with literal brackets), agree."""
+    lines = (FIXTURES / f"{name}.decoded.txt").read_text().splitlines()
+    pairs = [tuple(line.split("=", 1)) for line in lines if line and not line.startswith("#")]
+    assert parse_webhook(urlencode(pairs).encode()) == expected_hints(name)
+    literal = "&".join(f"{quote(k, safe='[]')}={quote_plus(v)}" for k, v in pairs)
+    assert parse_webhook(literal.encode()) == expected_hints(name)
+
+
+def body(*pairs: tuple[str, str | int]) -> bytes:
+    return urlencode([(k, str(v)) for k, v in pairs]).encode()
+
+
+def test_several_kinds_sparse_indices_any_order_account_last() -> None:
+    hints = parse_webhook(
+        body(
+            ("leads[update][7][last_modified]", 20),
+            ("contacts[add][3][type]", "contact"),
+            ("leads[update][7][id]", 11),
+            ("leads[status][0][id]", 12),
+            ("leads[status][0][updated_at]", 30),
+            ("leads[status][0][last_modified]", 25),
+            ("contacts[add][3][id]", 21),
+            ("leads[update][2][custom_fields][0][values][0]", 1615845600),
+            ("leads[update][2][id]", 11),
+            ("leads[update][2][updated_at]", 15),
+            ("contacts[update][0][id]", 22),
+            ("contacts[delete][5][id]", 23),
+            ("contacts[delete][5][type]", "contact"),
+            ("contacts[delete][6][id]", 24),
+            ("contacts[delete][6][type]", "company"),
+            ("task[add][0][id]", 1),
+            ("task[add][0][last_modified]", "2026-05-26 14:11:09"),
+            ("task[add][1][id]", 2),
+            ("leads[note][0][note][text]", "hi"),
+            ("unsorted[delete][0][accept_result][leads][]", 5),
+            ("account[subdomain]", "examplecorp"),
+            ("account[id]", 31000001),
+        )
+    )
+    assert hints == Hints(
+        account_id=31000001,
+        subdomain="examplecorp",
+        lead_changes={11: 20, 12: 30},
+        contact_changes={21: 0, 22: 0},
+        contact_deletes={23},
+        companies=1,
+        ignored=Counter({"task": 2, "leads[note]": 1, "unsorted": 1}),
+    )
+
+
+def test_account_absent_or_subdomain_only() -> None:
+    assert parse_webhook(b"leads[add][0][id]=5").account_id is None
+    hints = parse_webhook(b"leads%5Badd%5D%5B0%5D%5Bid%5D=5&account%5Bsubdomain%5D=old")
+    assert (hints.account_id, hints.subdomain, hints.lead_changes) == (None, "old", {5: 0})
+
+
+def test_delete_wins_over_a_change_of_the_same_id() -> None:
+    hints = parse_webhook(
+        body(("leads[update][0][id]", 1), ("leads[delete][0][id]", 1), ("leads[add][0][id]", 2))
+    )
+    assert (hints.lead_changes, hints.lead_deletes) == ({2: 0}, {1})
+
+
+def test_delete_and_restore_of_one_id_are_both_kept() -> None:
+    hints = parse_webhook(
+        body(
+            ("contacts[restore][0][id]", 1),
+            ("contacts[restore][0][last_modified]", 9),
+            ("contacts[delete][0][id]", 1),
+            ("contacts[update][0][id]", 1),
+            ("contacts[update][0][last_modified]", 8),
+        )
+    )
+    assert hints.contact_changes == {1: 9}
+    assert hints.contact_deletes == hints.contact_restores == {1}
+
+
+def test_ignored_kinds_alone_are_valid() -> None:
+    hints = parse_webhook(body(("talk[add][0][talk_id]", 1), ("message[add][0][id]", "x")))
+    assert hints.is_empty() and hints.ignored == Counter({"talk": 1, "message": 1})
+    assert parse_webhook(b"contacts[note][0][note][text]=x").ignored == {"contacts[note]": 1}
+
+
+def test_unusual_but_valid_forms() -> None:
+    # trailing '&', lower-case escapes, '+' spaces, a leading-zero index, timestamps not integers
+    hints = parse_webhook(
+        b"leads%5bupdate%5d%5b007%5d%5bid%5d=5&leads[update][007][name]=a+b"
+        b"&leads[update][007][last_modified]=soon&&"
+    )
+    assert hints.lead_changes == {5: 0}
+    assert parse_webhook(b"leads[add][0][id]=%39").lead_changes == {9: 0}
+    assert parse_webhook(f"leads[add][0][id]={MAX_ID}".encode()).lead_changes == {MAX_ID: 0}
+    # non-ASCII, percent-encoded or raw UTF-8
+    raw = "leads[add][0][id]=1&leads[add][0][name]=Señor ☃".encode()
+    assert parse_webhook(raw).lead_changes == {1: 0}
+    assert parse_webhook(
+        body(("leads[add][0][id]", 1), ("leads[add][0][name]", "Ж😀"))
+    ).lead_changes
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty body"),
+        (b"  \r\n", "empty body"),
+        (b'{"leads": {"add": [{"id": 1}]}}', "not form-encoded"),
+        (b"leads[add][0][id]=1&oops", "not form-encoded"),
+        (b"account[id]=31000001&account[subdomain]=x", "no leads, contacts"),
+        (b"foo=bar&id=3", "no leads, contacts"),
+        (b"leads[add][0][id]=abc", "leads[add][0][id] is not a positive integer"),
+        (b"leads[add][0][id]=0", "not a positive integer"),
+        (b"leads[add][0][id]=-4", "not a positive integer"),
+        (b"leads[add][0][id]=", "not a positive integer"),
+        (b"leads[add][0][id]=1.0", "not a positive integer"),
+        (b"leads[add][0][id]=%D9%A3", "not a positive integer"),  # Arabic-Indic three
+        (f"leads[add][0][id]={MAX_ID + 1}".encode(), "not a positive integer"),
+        (b"leads[add][0][id]=99999999999999999999", "not a positive integer"),
+        (b"leads[add][0][name]=x", "leads[add][0] has no id"),
+        (b"leads[add][0][id]=1&leads[add][1][price]=3", "leads[add][1] has no id"),
+        (b"contacts[update][x][id]=1", "index is not numeric"),
+        (b"contacts[update][-1][id]=1", "index is not numeric"),
+        (b"leads[update][][id]=1", "index is not numeric"),
+        (b"leads[update][0]=1", "has no index and field"),
+        (b"leads[update]=1", "has no index and field"),
+        (b"leads[update][0][id][x]=1", "malformed key"),
+        (b"leads[update][0][id=1", "malformed key"),
+        (b"leads[add][0][id]=1&leads[add][0][id]=2", "two different values"),
+        (b"contacts[add][0][id]=1&contacts[add][0][type]=customer", "not contact or company"),
+        (b"contacts[add][0][id]=1&contacts[add][0][type]=", "not contact or company"),
+        (b"leads[add][0][id]=1&account[id]=abc", "account[id] is not a positive integer"),
+        (b"leads[add][0][id]=1&account[id]=1&account[id]=2", "two different account[id]"),
+        (b"leads[add][0][id]=1&leads[add][0][name]=100%", "malformed percent-encoding"),
+        (b"leads[add][0][id]=1&leads[add][0][name]=%zz", "malformed percent-encoding"),
+        (b"leads%5Badd%5D%5B0%5D%5Bid%5D=1%", "malformed percent-encoding"),
+        (b"leads[add][0][id]=1&leads[add][0][name]=%C3%28", "not valid UTF-8"),
+        (b"leads[add][0][id]=1&leads[add][0][name]=%ff", "not valid UTF-8"),
+        (b"leads[add][0][id]=1&leads[add][0][name]=\xff", "not valid UTF-8"),
+        (b"leads[add][0][id]=1&leads[add][0][name]=%C3%%A9", "malformed percent-encoding"),
+    ],
+)
+def test_invalid_bodies(raw: bytes, reason: str) -> None:
+    with pytest.raises(WebhookParseError) as info:
+        parse_webhook(raw)
+    message = str(info.value)
+    assert reason in message
+    assert "\n" not in message and len(message) < 200
+
+
+# --- generated bodies ------------------------------------------------------------------------
+
+LEAD_ACTIONS = ["add", "update", "status", "responsible", "delete", "restore"]
+CONTACT_ACTIONS = ["add", "update", "delete", "restore", "responsible"]
+IGNORED = [
+    ("task", "task[add]"),
+    ("task", "task[update]"),
+    ("unsorted", "unsorted[add]"),
+    ("talk", "talk[update]"),
+    ("message", "message[add]"),
+    ("leads[note]", "leads[note]"),
+    ("contacts[note]", "contacts[note]"),
+    ("customers", "customers[add]"),
+]
+ids = st.one_of(st.integers(1, 40), st.integers(1, MAX_ID))
+indices = st.one_of(st.integers(0, 4), st.integers(0, 999_999_999))
+timestamps = st.one_of(st.none(), st.integers(0, 2**31), st.integers(0, 10**14))
+texts = st.text(max_size=12)
+
+
+@dataclasses.dataclass
+class Case:
+    body: bytes
+    hints: Hints
+
+
+def _encode(key: str, value: str, style: int) -> str:
+    safe = "[]" if style == 1 else ""
+    return f"{quote(key, safe=safe)}={quote_plus(value) if style != 2 else quote(value, safe='')}"
+
+
+@st.composite
+def valid_cases(draw: st.DrawFn, account_id: int = 31000001) -> Case:
+    """A valid body in Kommo's layout, with a model of what the parser must return."""
+    fields: list[tuple[str, str]] = []
+    expected = Hints()
+    used: set[tuple[str, str, int]] = set()
+    for _ in range(draw(st.integers(0, 8))):
+        top = draw(st.sampled_from(["leads", "contacts"]))
+        action = draw(st.sampled_from(LEAD_ACTIONS if top == "leads" else CONTACT_ACTIONS))
+        index = draw(indices)
+        if (top, action, index) in used:
+            continue
+        used.add((top, action, index))
+        ident = draw(ids)
+        p = f"{top}[{action}][{index}]"
+        fields.append((f"{p}[id]", str(ident)))
+        lm = 0
+        for name in ("last_modified", "updated_at"):
+            ts = draw(timestamps)
+            if ts is not None:
+                fields.append((f"{p}[{name}]", str(ts)))
+                lm = max(lm, ts)
+        fields.append((f"{p}[name]", draw(texts)))
+        if draw(st.booleans()):
+            fields.append((f"{p}[custom_fields][0][id]", "752013"))
+            fields.append((f"{p}[custom_fields][0][values][0]", str(draw(st.integers(0, 2**31)))))
+            fields.append((f"{p}[tags][0][name]", draw(texts)))
+        kind = "contact"
+        if top == "contacts":
+            kind = draw(st.sampled_from(["contact", "company", "absent"]))
+            if kind != "absent":
+                fields.append((f"{p}[type]", kind))
+            fields.append((f"{p}[linked_leads_id][{draw(ids)}][ID]", "1"))
+        if kind == "company":
+            expected.companies += 1
+            continue
+        changes, deletes, restores = (
+            (expected.lead_changes, expected.lead_deletes, expected.lead_restores)
+            if top == "leads"
+            else (expected.contact_changes, expected.contact_deletes, expected.contact_restores)
+        )
+        if action == "delete":
+            deletes.add(ident)
+        else:
+            changes[ident] = max(changes.get(ident, 0), lm)
+            if action == "restore":
+                restores.add(ident)
+    for changes, deletes, restores in (
+        (expected.lead_changes, expected.lead_deletes, expected.lead_restores),
+        (expected.contact_changes, expected.contact_deletes, expected.contact_restores),
+    ):
+        for ident in deletes - restores:
+            changes.pop(ident, None)
+    seen_ignored: set[tuple[str, int]] = set()
+    for _ in range(draw(st.integers(0 if used else 1, 3))):
+        label, prefix = draw(st.sampled_from(IGNORED))
+        index = draw(indices)
+        fields.append((f"{prefix}[{index}][id]", str(draw(ids))))
+        fields.append((f"{prefix}[{index}][text]", draw(texts)))
+        if (prefix, index) not in seen_ignored:
+            seen_ignored.add((prefix, index))
+            expected.ignored[label] += 1
+    fields = draw(st.permutations(fields))
+    account = draw(st.sampled_from(["first", "last", "middle", "absent", "subdomain"]))
+    acc = [("account[subdomain]", "examplecorp"), ("account[id]", str(account_id))]
+    acc.append(("account[_links][self]", "https://examplecorp.kommo.com"))
+    if account == "subdomain":
+        acc = acc[:1]
+    if account == "absent":
+        acc = []
+    else:
+        expected.subdomain = "examplecorp"
+        expected.account_id = account_id if account != "subdomain" else None
+    if account == "first":
+        fields = acc + fields
+    elif account == "middle":
+        fields = fields[:1] + acc + fields[1:]
+    else:
+        fields = fields + acc
+    style = draw(st.sampled_from([0, 1, 2]))  # %5B brackets / literal brackets / %20 spaces
+    raw = "&".join(_encode(k, v, style) for k, v in fields)
+    return Case(raw.encode(), expected)
+
+
+@st.composite
+def mutated_bodies(draw: st.DrawFn) -> bytes:
+    """A valid body with a random edit: a cut, an insertion, a changed byte, a truncation."""
+    raw = bytearray(draw(valid_cases()).body)
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(raw)))
+        edit = draw(st.sampled_from(["cut", "insert", "change", "truncate"]))
+        if edit == "cut":
+            del raw[at : at + draw(st.integers(1, 12))]
+        elif edit == "insert":
+            piece = draw(st.one_of(st.binary(min_size=1, max_size=6), st.sampled_from(SPECIAL)))
+            raw[at:at] = piece
+        elif edit == "change" and at < len(raw):
+            raw[at] = draw(st.integers(0, 255))
+        else:
+            del raw[at:]
+    return bytes(raw)
+
+
+SPECIAL = [b"&", b"=", b"[", b"]", b"%", b"%5B", b"%5D", b"+", b"%FF", b"%C3", b"0", b"-"]
+garbage = st.one_of(
+    st.binary(max_size=200),
+    st.text(alphabet="leadscontr[]=&%5BD0123+id", max_size=120).map(str.encode),
+)
+
+
+@settings(max_examples=600, deadline=None, database=None)
+@given(valid_cases())
+def test_generated_valid_bodies(case: Case) -> None:
+    assert parse_webhook(case.body) == case.hints
+
+
+@settings(
+    max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(st.one_of(mutated_bodies(), garbage))
+def test_mutated_and_garbage_bodies_fail_cleanly(raw: bytes) -> None:
+    try:
+        hints = parse_webhook(raw)
+    except WebhookParseError as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    for group in (hints.lead_changes, hints.lead_deletes, hints.contact_changes,
+                  hints.contact_deletes):  # fmt: skip
+        assert all(0 < i <= MAX_ID for i in group)
+    assert hints.lead_restores <= hints.lead_changes.keys()
+    assert hints.contact_restores <= hints.contact_changes.keys()
