@@ -115,7 +115,12 @@ async def process_hints(ctx: dict[str, Any]) -> int:
 
 
 async def drain_once(w: Worker) -> int:
-    """Claim up to 250 ids of each kind, fetch and write them in one batch; ids claimed."""
+    """Claim up to 250 ids of each kind, fetch and write them; return how many were claimed.
+
+    A delete webhook is verified by a by-id read before the tombstone: webhooks arrive late
+    and out of order, so a delete can land after the restore that undid it. An id Kommo still
+    returns is re-checked shortly (its read may lag), then believed.
+    """
     redis, settings = w.res.redis, w.res.settings
     leads = await hints.claim(redis, settings, "leads")
     contacts = await hints.claim(redis, settings, "contacts")
@@ -123,33 +128,40 @@ async def drain_once(w: Worker) -> int:
     contact_dels = await hints.claim(redis, settings, "contact_deletes")
     if not (leads or contacts or lead_dels or contact_dels):
         return 0
-    restored_leads = await hints.restores(redis, settings, "leads",
-                                          [i for i, _, _ in (*leads, *lead_dels)])
+    restored_leads = await hints.restores(redis, settings, "leads", [i for i, _, _ in leads])
     restored_contacts = await hints.restores(redis, settings, "contacts",
-                                             [i for i, _, _ in (*contacts, *contact_dels)])
-    batch = Batch(
-        lead_deletes=[i for i, _, _ in lead_dels if i not in restored_leads],
-        contact_deletes=[i for i, _, _ in contact_dels if i not in restored_contacts],
-        restored_leads=restored_leads,
-        restored_contacts=restored_contacts,
-        deleted_at=max([float(at) for _, _, at in (*lead_dels, *contact_dels)] or [time.time()]),
-    )
+                                             [i for i, _, _ in contacts])
+    batch = Batch(restored_leads=restored_leads, restored_contacts=restored_contacts)
     _, lead_seen, contact_seen = await w.mirror.fetch_and_apply(
-        lead_ids=[i for i, _, _ in leads], contact_ids=[i for i, _, _ in contacts],
+        lead_ids={i for i, _, _ in (*leads, *lead_dels)},
+        contact_ids={i for i, _, _ in (*contacts, *contact_dels)},
         priority=Priority.WEBHOOK, source="webhook", batch=batch,
     )
-    fetched: list[tuple[hints.Kind, list[hints.Claimed], dict[int, int]]] = [
-        ("leads", leads, lead_seen), ("contacts", contacts, contact_seen)]
-    for kind, items, seen in fetched:
-        lagging = [c for c in items if c[2] and seen.get(c[0], 0) < c[2]]
+    gone_leads = [c for c in lead_dels if c[0] not in lead_seen]
+    gone_contacts = [c for c in contact_dels if c[0] not in contact_seen]
+    # A restore Kommo can no longer read was deleted again.
+    again_leads = [i for i in restored_leads if i not in lead_seen]
+    again_contacts = [i for i in restored_contacts if i not in contact_seen]
+    if gone_leads or gone_contacts or again_leads or again_contacts:
+        await w.mirror.apply(Batch(
+            lead_deletes=[c[0] for c in gone_leads] + again_leads,
+            contact_deletes=[c[0] for c in gone_contacts] + again_contacts,
+            deleted_at=max([float(c[2]) for c in (*gone_leads, *gone_contacts)] or [time.time()]),
+        ), "webhook")
+    work: list[tuple[hints.Kind, list[hints.Claimed], dict[int, int]]] = [
+        ("leads", leads, lead_seen), ("contacts", contacts, contact_seen),
+        ("lead_deletes", lead_dels, lead_seen), ("contact_deletes", contact_dels, contact_seen),
+    ]
+    for kind, items, seen in work:
+        if kind.endswith("_deletes"):
+            lagging = [c for c in items if c[0] in seen]  # still readable right after a delete
+        else:
+            lagging = [c for c in items if c[2] and seen.get(c[0], 0) < c[2]]
         retry = await _still_worth_retrying(w, kind, [c[0] for c in lagging])
         await hints.retry_later(redis, settings, kind, [c for c in lagging if c[0] in retry],
                                 LAG_RETRY_S)
         await hints.done(redis, settings, kind, [c for c in items if c[0] not in retry])
         HINT_FETCHES.labels(kind).inc(len(items))
-    await hints.done(redis, settings, "lead_deletes", lead_dels)
-    await hints.done(redis, settings, "contact_deletes", contact_dels)
-    HINT_FETCHES.labels("deletes").inc(len(lead_dels) + len(contact_dels))
     return len(leads) + len(contacts) + len(lead_dels) + len(contact_dels)
 
 

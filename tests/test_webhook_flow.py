@@ -1,0 +1,221 @@
+"""Webhooks end to end: Kommo's bodies in, rows and lead_update messages out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from arq.worker import Worker as ArqWorker
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+
+from kommo_sim import RateLimitConfig, SimConfig, Simulator, random_mutation
+from service import store
+from service.app import create_app
+from service.settings import Needs, Settings
+from tests.mirror import differences
+from workers.main import worker_options
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "kommo" / "fixtures" / "webhooks"
+SIM_TOKEN = "sim-token-webhooks"
+FORM = {"content-type": "application/x-www-form-urlencoded", "user-agent": "amoCRM-Webhooks/3.0"}
+
+
+@pytest.fixture
+def kommo_settings(env: dict[str, str]) -> Settings:
+    return Settings.from_env(
+        {**env, "KOMMO_BASE_URL": "http://kommo.test", "KOMMO_TOKEN": SIM_TOKEN,
+         "KOMMO_RATE_LIMIT": "50"},
+        Needs.DATABASE | Needs.REDIS | Needs.KOMMO | Needs.WEB,
+    )
+
+
+@pytest.fixture
+async def web(kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis) -> AsyncIterator[
+        Starlette]:
+    app = create_app(kommo_settings)
+    app.state.settings = kommo_settings
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def mark_backfilled(pool: asyncpg.Pool, account_id: int) -> None:
+    """Only webhooks may fill the mirror in these tests: no backfill, cursors far ahead."""
+    async with pool.acquire() as conn:
+        await store.set_cursor(conn, account_id, "backfill", 0, {"stage": "done", "page": 1})
+        for name in ("leads", "contacts", "events"):
+            await store.set_cursor(conn, account_id, name, 4_000_000_000)
+
+
+async def drain(settings: Settings, sim: Simulator) -> None:
+    """Run the webhook jobs (and nothing else) until the queue is empty."""
+    options = worker_options(settings, kommo_transport=httpx.ASGITransport(app=sim.app))
+    options.update(handle_signals=False, cron_jobs=[])
+    worker = ArqWorker(**options, burst=True)
+    try:
+        async with asyncio.timeout(60):
+            await worker.main()
+    finally:
+        await worker.close()
+
+
+def hook_path(settings: Settings) -> str:
+    assert settings.webhook_secret is not None
+    return f"/webhooks/kommo/{settings.webhook_secret.value}"
+
+
+async def post(app: Starlette, body: bytes) -> httpx.Response:
+    settings = app.state.settings
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://sync.test") as client:
+        return await client.post(hook_path(settings), content=body, headers=FORM)
+
+
+def body(name: str) -> bytes:
+    return (FIXTURES / f"{name}.txt").read_bytes().strip()
+
+
+class Messages:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.pubsub = redis.pubsub()
+        self.channel = settings.key("lead_update")
+
+    async def __aenter__(self) -> Messages:
+        await self.pubsub.subscribe(self.channel)
+        await self.pubsub.get_message(timeout=1)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pubsub.aclose()
+
+    async def collect(self) -> list[dict[str, Any]]:
+        out = []
+        while m := await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2):
+            out.append(json.loads(m["data"]))
+        return out
+
+
+# fixture -> (what the simulator does first, leads expected in messages, actions)
+SCENARIOS: dict[str, tuple[str | None, set[int], set[str]]] = {
+    "lead_add": (None, {24000101}, {"created"}),
+    "lead_update": (None, {24000101}, {"created"}),
+    "lead_status": (None, {24000102}, {"created"}),
+    "lead_responsible": (None, {24000102}, {"created"}),
+    "dp_lead_add": (None, {24000103}, {"created"}),
+    "dp_lead_status": (None, {24000102}, {"created"}),
+    "SYNTHETIC_two_leads_one_body": (None, {24000101, 24000102}, {"created"}),
+    "contact_add": (None, set(), set()),
+    "contact_update": (None, set(), set()),
+    "company_add": (None, set(), set()),
+    "company_delete": (None, set(), set()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_each_fixture_body_mirrors_its_ids(
+    name: str, kommo_settings: Settings, web: Starlette, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    sim = Simulator(SimConfig(seed=1, leads=120, contacts=520, token=SIM_TOKEN,
+                              rate_limit=RateLimitConfig(rate=0)))
+    await mark_backfilled(pool, sim.config.account_id)
+    _, lead_ids, actions = SCENARIOS[name]
+    async with Messages(redis, kommo_settings) as messages:
+        response = await post(web, body(name))
+        assert response.status_code == 200, response.text
+        await drain(kommo_settings, sim)
+        got = await messages.collect()
+    assert {m["data"]["lead"]["id"] for m in got} == lead_ids
+    assert {m["data"]["action"] for m in got} == actions
+    assert all(m["data"]["source"] == "webhook" for m in got)
+    async with pool.acquire() as conn:
+        leads = {r["id"] for r in await conn.fetch("SELECT id FROM leads")}
+        contacts = {r["id"] for r in await conn.fetch("SELECT id FROM contacts")}
+    assert lead_ids <= leads
+    if name.startswith("contact_"):
+        assert 35000501 in contacts
+    if name.startswith("company_"):
+        assert leads == set() and contacts == set()
+    await sim.aclose()
+
+
+async def test_delete_and_restore_bodies(
+    kommo_settings: Settings, web: Starlette, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    sim = Simulator(SimConfig(seed=1, leads=120, contacts=520, token=SIM_TOKEN,
+                              rate_limit=RateLimitConfig(rate=0)))
+    await mark_backfilled(pool, sim.config.account_id)
+    async with Messages(redis, kommo_settings) as messages:
+        assert (await post(web, body("lead_add"))).status_code == 200
+        assert (await post(web, body("contact_add"))).status_code == 200
+        await drain(kommo_settings, sim)
+        sim.delete_lead(24000101)
+        sim.delete_contact(35000501)
+        assert (await post(web, body("lead_delete"))).status_code == 200
+        assert (await post(web, body("contact_delete"))).status_code == 200
+        await drain(kommo_settings, sim)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT is_deleted FROM leads WHERE id = 24000101")
+            assert await conn.fetchval("SELECT is_deleted FROM contacts WHERE id = 35000501")
+        sim.restore_lead(24000101)
+        assert (await post(web, body("lead_restore"))).status_code == 200
+        await drain(kommo_settings, sim)
+        got = await messages.collect()
+    actions = [m["data"]["action"] for m in got if m["data"]["lead"]["id"] == 24000101]
+    assert actions[0] == "created" and actions[-2:] == ["deleted", "restored"]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT is_deleted FROM leads WHERE id = 24000101") is False
+    await sim.aclose()
+
+
+async def test_duplicated_delayed_and_reordered_webhooks_converge(
+    kommo_settings: Settings, web: Starlette, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    sim = Simulator(
+        SimConfig(seed=5, leads=150, contacts=80, token=SIM_TOKEN,
+                  rate_limit=RateLimitConfig(rate=0)),
+        webhook_transport=httpx.ASGITransport(app=web),
+    )
+    sim.webhooks.subscribe(f"http://sync.test{hook_path(kommo_settings)}",
+                           list(_all_settings()))
+    await drain_backfill_via_webhooks_free_start(kommo_settings, sim, pool)
+    sim.faults.update(sim.clock, webhook_duplicate=0.3, webhook_delay=0.3, webhook_delay_max=2.0)
+    rng = random.Random(99)
+    for _ in range(150):
+        random_mutation(sim, rng)
+    sim.clock.advance(5)  # every delayed delivery is due
+    await sim.webhooks.drain()
+    assert sim.webhooks.stats["delayed"] > 0 and sim.webhooks.stats.get("duplicated", 1) > 0
+    await drain(kommo_settings, sim)
+    assert await differences(pool, sim) == []
+    await sim.aclose()
+
+
+def _all_settings() -> list[str]:
+    from kommo_sim import ALL_SETTINGS
+
+    return list(ALL_SETTINGS)
+
+
+async def drain_backfill_via_webhooks_free_start(
+    settings: Settings, sim: Simulator, pool: asyncpg.Pool
+) -> None:
+    """Start from a full mirror (a backfill), then only webhooks may change it."""
+    options = worker_options(settings, kommo_transport=httpx.ASGITransport(app=sim.app))
+    options.update(handle_signals=False, cron_jobs=[])
+    worker = ArqWorker(**options, burst=True)
+    try:
+        async with asyncio.timeout(60):
+            await worker.main()
+    finally:
+        await worker.close()
+    assert await differences(pool, sim) == []
+    async with pool.acquire() as conn:
+        for name in ("leads", "contacts", "events"):
+            await store.set_cursor(conn, sim.config.account_id, name, 4_000_000_000)
