@@ -23,11 +23,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from service import store
+from service import locks, store
 from service.budget import Priority
 from service.reconcile import OVERLAP, Reconciler
+from service.resources import open_resources
+from service.settings import Settings
 from service.store import Entity
-from service.sync import Batch, Mirror
+from service.sync import Batch, Mirror, resolve_account_id
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +177,16 @@ class Backfill:
                 log.info("backfill %s: page %d (%.1f pages/s)", entity, done + pages, rate)
 
         yield tick
+
+
+async def run_backfill_command(settings: Settings, *, restart: bool = False) -> int:
+    """``kommo-sync backfill``: import now, in this process, with a progress bar on a terminal."""
+    async with open_resources(settings, kommo=True) as res:
+        mirror = Mirror(res, await resolve_account_id(res))
+        async with locks.held(res.redis, settings.key("backfill:lock")) as mine:
+            if not mine:
+                log.error("a backfill is already running in another process")
+                return 1
+            progress = await Backfill(mirror).run(restart=restart)
+    sys.stdout.write(f"backfill {progress.stage}: {progress.rows} rows\n")
+    return 0

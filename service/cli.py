@@ -23,8 +23,11 @@ log = logging.getLogger("kommo_sync")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:  # the simulator parses its own options (REMAINDER can't start with one)
+        args = argparse.Namespace(run=_sim, sim_args=argv[1:])
+    else:
+        args = _parser().parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.run
     try:
         return command(args)
@@ -115,7 +118,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _backfill(args: argparse.Namespace) -> int:
     settings = _settings(Needs.DATABASE | Needs.REDIS | Needs.KOMMO, "backfill")
-    from service.sync import run_backfill_command
+    from service.backfill import run_backfill_command
 
     return _run(run_backfill_command(settings, restart=args.restart))
 

@@ -18,7 +18,7 @@ Redis layout (every key through ``settings.key``)::
     hints:contact_restores      SET   the same for contacts
     hints:delayed               ZSET  "<kind>:<id>" -> due unix time (lagging-read retries)
     hints:scheduled             flag, SET NX PX 5000: a ``process_hints`` job is on its way
-    hints:lock                  the single drainer's lock (random token, PX 30000)
+    hints:lock                  the single drainer's lock (random token, PX 10000)
 
 Because a re-hint always gets a larger seq, :func:`done` removes only the members whose seq
 is unchanged since :func:`claim`: an id that changed again while it was being fetched stays
@@ -54,7 +54,7 @@ Drain protocol (the ``process_hints`` job)::
 Why nothing is stranded: a push writes its ids and tries ``SET NX`` atomically. If it ran
 before the drainer's final ``clear_scheduled``, the drainer's ``pending_count`` (which comes
 after) sees its ids and loops; if it ran after, its ``SET NX`` succeeds and it enqueues a new
-job. A crashed drainer leaves its lock to expire (30 s) and the flag to expire (5 s); the
+job. A crashed drainer leaves its lock to expire (10 s) and the flag to expire (5 s); the
 periodic tick (reconcile) should call :func:`promote_due` and :func:`ensure_scheduled` so that
 queued ids and due retries never wait for the next webhook.
 """
@@ -83,7 +83,7 @@ Claimed = tuple[int, int, int]
 """(id, seq, last_modified); for the delete kinds the third item is the deleted-at time."""
 
 SCHEDULED_TTL_MS: Final = 5_000
-LOCK_TTL_MS: Final = 30_000
+LOCK_TTL_MS: Final = 10_000
 PROCESS_JOB: Final = "process_hints"
 
 

@@ -13,7 +13,6 @@ missed. Cursors live in Postgres and move only after their rows are committed.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from service import hints, store
+from service import hints, locks, store
 from service.budget import Priority
+from service.errors import KommoBadRequest
 from service.store import Entity
 from service.sync import Batch, Mirror
 
@@ -69,16 +69,11 @@ class Reconciler:
         )
         if not claimed:
             return None
-        token = secrets.token_hex(8)
-        running = await self.res.redis.set(key("reconcile:running"), token, nx=True, ex=300)
-        if not running:
-            log.info("reconcile tick %d skipped: the previous tick is still running", number)
-            return None
-        try:
+        async with locks.held(self.res.redis, key("reconcile:running")) as running:
+            if not running:
+                log.info("reconcile tick %d skipped: the previous tick is still running", number)
+                return None
             return await self.tick(number)
-        finally:
-            if await self.res.redis.get(key("reconcile:running")) == token.encode():
-                await self.res.redis.delete(key("reconcile:running"))
 
     async def tick(self, number: int) -> TickReport | None:
         if not await self.ready():
@@ -222,8 +217,12 @@ class Reconciler:
         return 0
 
     async def users(self) -> int:
-        items = await self.kommo.collect("/api/v4/users", {"limit": 250}, "users",
-                                         priority=Priority.RECONCILE)
+        try:
+            items = await self.kommo.collect("/api/v4/users", {"limit": 250}, "users",
+                                             priority=Priority.RECONCILE)
+        except KommoBadRequest as exc:  # the users list needs admin rights
+            log.warning("users not mirrored: %s", exc)
+            return 0
         async with self.res.pool.acquire() as conn, conn.transaction():
             await store.replace_users(conn, self.acc, items)
         return 0

@@ -21,8 +21,10 @@ async def differences(pool: asyncpg.Pool, sim: Simulator, limit: int = 10) -> li
     acc = sim.config.account_id
     out: list[str] = []
     async with pool.acquire() as conn:
-        leads = {r["id"]: r for r in await conn.fetch("SELECT * FROM leads WHERE account_id = $1", acc)}
-        contacts = {r["id"]: r for r in await conn.fetch("SELECT * FROM contacts WHERE account_id = $1", acc)}
+        leads = {r["id"]: r for r in await conn.fetch(
+            "SELECT * FROM leads WHERE account_id = $1", acc)}
+        contacts = {r["id"]: r for r in await conn.fetch(
+            "SELECT * FROM contacts WHERE account_id = $1", acc)}
         lead_tags = _group(await conn.fetch("SELECT lead_id, tag_id FROM lead_tags"))
         contact_tags = _group(await conn.fetch("SELECT contact_id, tag_id FROM contact_tags"))
         links: dict[int, set[tuple[int, bool]]] = {}
@@ -33,9 +35,12 @@ async def differences(pool: asyncpg.Pool, sim: Simulator, limit: int = 10) -> li
         ):
             links.setdefault(r["lead_id"], set()).add((r["contact_id"], r["is_main"]))
         phones: dict[int, list[str | None]] = {}
-        for r in await conn.fetch("SELECT contact_id, normalized FROM contact_phones ORDER BY contact_id, position"):
+        for r in await conn.fetch(
+            "SELECT contact_id, normalized FROM contact_phones ORDER BY contact_id, position"
+        ):
             phones.setdefault(r["contact_id"], []).append(r["normalized"])
-        tags = {(r["entity_type"], r["id"]): r["name"] for r in await conn.fetch("SELECT * FROM tags")}
+        tags = {(r["entity_type"], r["id"]): r["name"]
+                for r in await conn.fetch("SELECT * FROM tags")}
         statuses = {(r["pipeline_id"], r["id"]): r["name"]
                     for r in await conn.fetch("SELECT * FROM statuses WHERE NOT is_deleted")}
 

@@ -7,7 +7,7 @@ import asyncpg
 
 from service import store
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "kommo" / "fixtures" / "api"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kommo" / "api"
 ACCOUNT = 31000001
 
 
@@ -118,7 +118,9 @@ async def test_phones_are_stored_raw_and_normalised(pool: asyncpg.Pool) -> None:
     ]
     await write(pool, contacts=[c])
     async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT raw, normalized, enum_code FROM contact_phones ORDER BY position")
+        rows = await conn.fetch(
+            "SELECT raw, normalized, enum_code FROM contact_phones ORDER BY position"
+        )
     assert [tuple(r) for r in rows] == [("987 654 321", "51987654321", "MOB"),
                                         ("not a phone", None, "WORK")]
 

@@ -75,7 +75,8 @@ async def test_backfill_mirrors_the_account_exactly(
     assert await differences(pool, sim) == []
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM leads") == 2000
-        assert await conn.fetchval("SELECT count(*) FROM contact_phones WHERE normalized IS NOT NULL") > 500
+        phones = "SELECT count(*) FROM contact_phones WHERE normalized IS NOT NULL"
+        assert await conn.fetchval(phones) > 500
         cursors = {r["name"] for r in await conn.fetch("SELECT name FROM sync_cursors")}
     assert {"leads", "contacts", "events", "backfill"} <= cursors
 

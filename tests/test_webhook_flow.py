@@ -23,7 +23,7 @@ from service.settings import Needs, Settings
 from tests.mirror import differences
 from workers.main import worker_options
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "kommo" / "fixtures" / "webhooks"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kommo" / "webhooks"
 SIM_TOKEN = "sim-token-webhooks"
 FORM = {"content-type": "application/x-www-form-urlencoded", "user-agent": "amoCRM-Webhooks/3.0"}
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from service.hints import Hints
 from service.webhooks import MAX_ID, WebhookParseError, parse_webhook
 
-FIXTURES = Path("/work/shared/kommo/fixtures/webhooks")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kommo" / "webhooks"
 if not FIXTURES.is_dir():  # the checkout's own copy, when the shared folder is not mounted
     FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 

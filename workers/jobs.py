@@ -8,10 +8,8 @@ and ``check_webhook`` keeps Kommo's subscription present and enabled.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from service import hints, status, subscription
+from service import hints, locks, status, subscription
 from service.backfill import Backfill
 from service.budget import Priority
 from service.errors import KommoAuthError, KommoBlocked, KommoError
@@ -205,17 +203,11 @@ async def ensure_backfill(res: Resources) -> None:
 
 async def backfill(ctx: dict[str, Any], restart: bool = False) -> bool:
     w = worker_of(ctx)
-    key = w.res.settings.key("backfill:lock")
-    token = secrets.token_hex(8)
-    if not await w.res.redis.set(key, token, nx=True, ex=30):
-        return False
-    refresher = _LockRefresher(w.res, key, token)
-    try:
-        async with refresher, job_edge(w, "backfill"):
+    async with locks.held(w.res.redis, w.res.settings.key("backfill:lock")) as mine:
+        if not mine:
+            return False
+        async with job_edge(w, "backfill"):
             await Backfill(w.mirror, show_bar=False).run(restart=restart)
-    finally:
-        if await w.res.redis.get(key) == token.encode():
-            await w.res.redis.delete(key)
     return True
 
 
@@ -233,23 +225,3 @@ async def check_webhook(ctx: dict[str, Any]) -> bool:
         kommo = w.res.require_kommo()
         healthy = (await subscription.heal(kommo, subscription.destination(w.res.settings))).ok
     return healthy
-
-
-class _LockRefresher:
-    """Keeps a short Redis lock alive while a long job runs; a killed worker's lock expires."""
-
-    def __init__(self, res: Resources, key: str, token: str) -> None:
-        self.res, self.key, self.token = res, key, token
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> None:
-        async def refresh() -> None:
-            while True:
-                await asyncio.sleep(10)
-                await self.res.redis.expire(self.key, 30)
-
-        self.task = asyncio.create_task(refresh())
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.task is not None:
-            self.task.cancel()

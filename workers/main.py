@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -14,8 +15,9 @@ from arq.worker import func
 from prometheus_client import start_http_server
 
 from service.backfill import Backfill
+from service.errors import KommoUnavailable
 from service.reconcile import Reconciler
-from service.resources import open_resources
+from service.resources import Resources, open_resources
 from service.settings import Settings
 from service.sync import Mirror, resolve_account_id
 from workers import jobs
@@ -33,7 +35,7 @@ def worker_options(
         res = await stack.enter_async_context(
             open_resources(settings, kommo=True, kommo_transport=kommo_transport)
         )
-        mirror = Mirror(res, await resolve_account_id(res))
+        mirror = Mirror(res, await _account_id(res))
         await res.redis.delete(settings.key(jobs.STOPPED))  # the credential works again
         ctx["stack"] = stack
         ctx["worker"] = jobs.Worker(res, mirror, Reconciler(mirror))
@@ -68,6 +70,19 @@ def worker_options(
         "handle_signals": True,
         "health_check_key": settings.key("arq:health-check"),
     }
+
+
+async def _account_id(res: Resources) -> int:
+    """Resolve the account, waiting out a Kommo that is briefly unavailable (429, 5xx)."""
+    delay = 1.0
+    for _ in range(30):
+        try:
+            return await resolve_account_id(res)
+        except KommoUnavailable as exc:
+            log.warning("Kommo unavailable at start-up (%s); retrying in %.0fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    return await resolve_account_id(res)
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> int:

@@ -1,0 +1,196 @@
+"""The shared rate budget, against real Redis; two instances stand in for two processes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from service.budget import Priority, RateBudget
+from service.errors import KommoBlocked
+from service.settings import Settings
+
+
+class VirtualClock:
+    """Time that moves only when someone sleeps: hours of penalty cost no real time."""
+
+    def __init__(self) -> None:
+        self.t = 1_750_000_000.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+        await asyncio.sleep(0)
+
+
+class SleepWatch:
+    """Real sleep that reports when ``expected`` distinct tasks are waiting in it."""
+
+    def __init__(self, expected: int) -> None:
+        self.tasks: set[asyncio.Task[object] | None] = set()
+        self.expected = expected
+        self.all_waiting = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.tasks.add(asyncio.current_task())
+        if len(self.tasks) >= self.expected:
+            self.all_waiting.set()
+        await asyncio.sleep(seconds)
+
+
+def with_rate(settings: Settings, rate: float) -> Settings:
+    return dataclasses.replace(settings, rate_limit=rate)
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max(sum(1 for u in times[i:] if u < t + window) for i, t in enumerate(times))
+
+
+async def test_capacity_follows_the_setting(redis: Redis, settings: Settings) -> None:
+    assert RateBudget(redis, settings).capacity == 6  # KOMMO_RATE_LIMIT default
+    slow = RateBudget(redis, with_rate(settings, 0.5))
+    assert (slow.capacity, slow.window) == (1, 2.0)
+
+
+async def test_concurrent_acquirers_in_two_processes_never_exceed_the_rate(
+    redis: Redis, settings: Settings
+) -> None:
+    s = with_rate(settings, 10)
+    first, second = RateBudget(redis, s), RateBudget(redis, s)
+    granted: list[float] = []  # measured here
+    admitted: list[float] = []  # as decided in Redis
+
+    async def call(budget: RateBudget, priority: Priority) -> None:
+        admitted.append(await budget.acquire(priority))
+        granted.append(time.monotonic())
+
+    start = time.monotonic()
+    async with asyncio.timeout(20):
+        await asyncio.gather(*(call((first, second)[i % 2], Priority(i % 3)) for i in range(30)))
+    assert len(granted) == 30
+    # 30 calls at 10/s need at least three one-second windows; 50 ms allows for measuring
+    assert max_in_window(granted, 1.0 - 0.05) <= 10
+    assert max_in_window(admitted, 1.0) <= 10
+    assert max(granted) - start >= 2.0 - 0.05
+    assert (await first.usage()).last_minute == 30
+
+
+async def test_one_slot_per_window_is_kept_for_webhooks(redis: Redis, settings: Settings) -> None:
+    clock = VirtualClock()
+    budget = RateBudget(redis, with_rate(settings, 5), clock=clock.now, sleep=clock.sleep)
+    for _ in range(4):
+        await budget.acquire(Priority.BACKFILL)
+    await budget.acquire(Priority.WEBHOOK)  # the reserved fifth slot, at once
+    assert clock.slept == []
+    await budget.acquire(Priority.BACKFILL)
+    assert clock.t >= 1_750_000_001.0
+
+
+async def test_webhook_is_served_before_a_waiting_backfill_flood(
+    redis: Redis, settings: Settings
+) -> None:
+    s = with_rate(settings, 5)
+    watch = SleepWatch(expected=12)
+    worker = RateBudget(redis, s, sleep=watch.sleep)  # the backfill process
+    web = RateBudget(redis, s)  # the process handling webhooks
+    for _ in range(5):
+        await web.acquire(Priority.WEBHOOK)  # the window is full
+    granted: list[tuple[float, str]] = []  # (admission time in Redis, priority)
+
+    async def call(budget: RateBudget, priority: Priority) -> None:
+        granted.append((await budget.acquire(priority), priority.name))
+
+    flood = [asyncio.create_task(call(worker, Priority.BACKFILL)) for _ in range(12)]
+    async with asyncio.timeout(5):
+        await watch.all_waiting.wait()
+        started = time.monotonic()
+        await call(web, Priority.WEBHOOK)
+    waited = time.monotonic() - started
+    for task in flood:
+        task.cancel()
+    await asyncio.gather(*flood, return_exceptions=True)
+    order = [name for _, name in sorted(granted)]
+    assert order[0] == "WEBHOOK", order
+    assert waited < 1.2
+
+
+async def test_breaker_trip_is_seen_by_every_process(
+    redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = RateBudget(redis, settings), RateBudget(redis, settings)
+    info = await first.trip_breaker(900, "HTTP 403 on GET /api/v4/leads")
+    for _ in range(5):
+        with pytest.raises(KommoBlocked) as caught:
+            await second.acquire(Priority.WEBHOOK)
+        assert caught.value.until == pytest.approx(info.until, abs=0.01)
+    seen = await second.breaker()
+    assert seen is not None and seen.reason == "HTTP 403 on GET /api/v4/leads"
+    assert seen.until - seen.tripped_at == pytest.approx(900, abs=0.01)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2  # one loud line per process, not one per call
+    assert await second.reset_breaker() is True
+    assert await first.breaker() is None
+    async with asyncio.timeout(2):
+        await first.acquire(Priority.BACKFILL)
+
+
+async def test_a_waiting_caller_sees_the_breaker_within_a_second(
+    redis: Redis, settings: Settings
+) -> None:
+    watch = SleepWatch(expected=1)
+    waiter, tripper = RateBudget(redis, settings, sleep=watch.sleep), RateBudget(redis, settings)
+    await tripper.penalize(30)  # the waiter would otherwise wait half a minute
+    task = asyncio.create_task(waiter.acquire(Priority.RECONCILE))
+    async with asyncio.timeout(2):
+        await watch.all_waiting.wait()
+    await tripper.trip_breaker(60, "HTTP 403")
+    async with asyncio.timeout(1.0):
+        with pytest.raises(KommoBlocked):
+            await task
+
+
+async def test_penalize_stops_everyone_then_slows_the_deployment(
+    redis: Redis, settings: Settings
+) -> None:
+    clock = VirtualClock()
+    s = with_rate(settings, 6)
+    first = RateBudget(redis, s, clock=clock.now, sleep=clock.sleep)
+    second = RateBudget(redis, s, clock=clock.now, sleep=clock.sleep)
+    start = clock.t
+    await first.penalize(30)
+    await first.penalize(5)  # a later, shorter retry_after never shortens the pause
+    await second.acquire(Priority.WEBHOOK)
+    assert clock.t >= start + 30
+    granted = [clock.t]
+    for _ in range(11):
+        await second.acquire(Priority.WEBHOOK)
+        granted.append(clock.t)
+    assert max_in_window(granted, 1.0) == 3  # half rate after a 429
+    clock.t = start + 30 + 61  # the slow minute is over
+    before = len(clock.slept)
+    for _ in range(6):
+        await first.acquire(Priority.WEBHOOK)
+    assert len(clock.slept) == before
+
+
+async def test_usage_counts_the_last_second_and_minute(redis: Redis, settings: Settings) -> None:
+    clock = VirtualClock()
+    budget = RateBudget(redis, settings, clock=clock.now, sleep=clock.sleep)
+    for _ in range(3):
+        await budget.acquire(Priority.RECONCILE)
+    usage = await budget.usage()
+    assert (usage.last_second, usage.last_minute) == (3, 3)
+    clock.t += 2
+    usage = await budget.usage()
+    assert (usage.last_second, usage.last_minute) == (0, 3)
+    clock.t += 60
+    assert (await budget.usage()).last_minute == 0
