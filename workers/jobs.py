@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from prometheus_client import Counter
+from redis.exceptions import RedisError
 
 from service import hints, locks, status, subscription
 from service.backfill import Backfill
@@ -68,6 +70,12 @@ async def job_edge(w: Worker, job: str) -> AsyncIterator[None]:
         JOBS.labels(job, "error").inc()
         log.warning("%s failed, will retry: %s", job, exc)
         await status.record_error(w.res.redis, w.res.settings, job, str(exc))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, OSError) as exc:
+        JOBS.labels(job, "unavailable").inc()
+        log.warning("%s interrupted (%s: %s); its work stays queued", job,
+                    type(exc).__name__, exc)
+        with contextlib.suppress(RedisError, OSError):
+            await status.record_error(w.res.redis, w.res.settings, job, type(exc).__name__)
     else:
         JOBS.labels(job, "ok").inc()
 

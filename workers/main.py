@@ -13,6 +13,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker as ArqWorker
 from arq.worker import func
 from prometheus_client import start_http_server
+from redis.exceptions import RedisError
 
 from service.backfill import Backfill
 from service.errors import KommoUnavailable
@@ -46,7 +47,8 @@ def worker_options(
     async def shutdown(ctx: dict[str, Any]) -> None:
         stack = ctx.get("stack")
         if stack is not None:
-            await stack.aclose()
+            with contextlib.suppress(RedisError, OSError):
+                await stack.aclose()
 
     return {
         "functions": [
@@ -89,6 +91,30 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
         log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)
-    worker = ArqWorker(**worker_options(settings), burst=burst)
-    worker.run()
-    return 0
+    return asyncio.run(serve(settings, burst=burst))
+
+
+async def serve(settings: Settings, *, burst: bool = False) -> int:
+    """Run arq until a signal; outlive Redis restarts (arq's own loop dies with the connection).
+
+    Jobs interrupted by a lost connection leave their work queued (hints) or uncommitted
+    (cursors), so a fresh worker simply carries on.
+    """
+    delay = 1.0
+    while True:
+        worker = ArqWorker(**worker_options(settings), burst=burst)
+        try:
+            await worker.async_run()
+            return 0
+        except asyncio.CancelledError:
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise
+            return 0  # SIGINT/SIGTERM: arq cancelled its main task and finishes in close()
+        except (RedisError, OSError) as exc:
+            log.error("worker lost Redis (%s: %s); starting again in %.0fs",
+                      type(exc).__name__, exc, delay)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await worker.close()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
