@@ -15,6 +15,7 @@ from arq.worker import Worker as ArqWorker
 from redis.asyncio import Redis
 
 from kommo_sim import RateLimitConfig, SimConfig, Simulator, random_mutation
+from service.budget import Priority
 from service.reconcile import Reconciler
 from service.resources import Resources, open_resources
 from service.settings import Needs, Settings
@@ -151,3 +152,70 @@ async def test_two_workers_run_each_tick_once(
         ran += sum(r is not None for r in results)
     assert ran == 3
     assert int(await redis.get(runs_key) or 0) - before == 3
+
+
+def kommo_calls(sim: Simulator) -> int:
+    return sum(n for (endpoint, _), n in sim.counters.items() if "/api/v4/" in endpoint)
+
+
+async def test_an_idle_tick_costs_at_most_three_calls(
+    kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis, engine: Engine
+) -> None:
+    await run_worker_burst(kommo_settings, sim)
+    per_tick = []
+    for number in range(24):  # every slot of the rotation: events, dictionaries, sweeps
+        before = kommo_calls(sim)
+        await engine.reconciler.tick(number)
+        per_tick.append(kommo_calls(sim) - before)
+    assert max(per_tick) <= 3, per_tick
+    assert sum(per_tick) / len(per_tick) * 12 <= 36  # calls a minute at a 5 s interval
+
+
+async def test_faulty_kommo_loses_nothing(
+    kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    sim = Simulator(SimConfig(seed=21, leads=600, contacts=300, token=SIM_TOKEN,
+                              rate_limit=RateLimitConfig(rate=0)))
+    sim.faults.update(sim.clock, error_rate=0.2, error_status=502, lag_seconds=2,
+                      lag_probability=0.5, html_429=True, storm_seconds=1.5)
+    transport = httpx.ASGITransport(app=sim.app)
+    async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
+        mirror = Mirror(res, sim.config.account_id)
+        from service.backfill import Backfill  # the import path the worker uses
+
+        await Backfill(mirror, show_bar=False).run()
+        rng = random.Random(3)
+        for _ in range(100):
+            random_mutation(sim, rng)
+        reconciler = Reconciler(mirror)
+        for number in range(3):
+            await reconciler.tick(number)
+    assert sum(n for (_, status), n in sim.counters.items() if status == 502) > 0
+    assert sum(n for (_, status), n in sim.counters.items() if status == 429) > 0
+    sim.faults.reset()
+    sim.clock.advance(5)  # past the lag window: what Kommo shows now is final
+    async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
+        reconciler = Reconciler(Mirror(res, sim.config.account_id))
+        await reconciler.tick(4)
+    assert await differences(pool, sim) == []
+
+
+async def test_a_403_stops_every_call_and_nothing_retries_it(
+    kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis, engine: Engine
+) -> None:
+    from service.errors import KommoBlocked
+
+    await run_worker_burst(kommo_settings, sim)
+    sim.faults.update(sim.clock, block_seconds=3600)
+    before = kommo_calls(sim)
+    with pytest.raises(KommoBlocked):
+        await engine.reconciler.tick(0)
+    assert kommo_calls(sim) == before + 1  # one call met the block; none after it
+    async with open_resources(kommo_settings, kommo=True,
+                              kommo_transport=httpx.ASGITransport(app=sim.app)) as other:
+        with pytest.raises(KommoBlocked):  # another process: refused before any request
+            await other.require_kommo().get("/api/v4/leads", priority=Priority.WEBHOOK)
+    for number in range(1, 4):
+        with pytest.raises(KommoBlocked):
+            await engine.reconciler.tick(number)
+    assert kommo_calls(sim) == before + 1
