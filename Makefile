@@ -13,7 +13,12 @@ run: $(STAMP)
 	$(BIN)/kommo-sync dev
 
 test: $(STAMP) check
-	$(BIN)/python -m devenv -- $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m devenv -- $(BIN)/python -m pytest -p no:cacheprovider -m 'not e2e' $(PYTEST_ARGS)
+
+# `kommo-sync dev` end to end with embedded services and a headless Chromium (installed if missing).
+e2e: $(STAMP)
+	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+	$(BIN)/python -m pytest -p no:cacheprovider -m e2e $(PYTEST_ARGS)
 
 check: lint types
 

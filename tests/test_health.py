@@ -1,0 +1,139 @@
+"""``/readyz``, ``/metrics`` and ``/api/status`` through the real app, Postgres and Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from conftest import WEBHOOK_SECRET, WS_TOKEN
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from service.app import create_app
+from service.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures" / "kommo" / "webhooks"
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
+            yield client
+    jobs = await redis.zrange(settings.key("arq:queue"), 0, -1)  # arq's job keys are global
+    if jobs:
+        await redis.delete(*(b"arq:job:" + j for j in jobs))
+
+
+async def reconciled(redis: Redis, settings: Settings, seconds_ago: float) -> None:
+    await redis.set(settings.key("reconcile:last"), str(time.time() - seconds_ago))
+
+
+# --- /readyz -------------------------------------------------------------------------------
+
+
+async def test_ready_when_reconcile_is_fresh(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    await reconciled(redis, settings, 0.5)
+    response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["ready"] is True
+    assert body["postgres"] == {"ok": True}
+    assert body["redis"] == {"ok": True}
+    assert body["reconcile"]["ok"] is True
+    assert 0 <= body["reconcile"]["age_seconds"] < 3 * settings.reconcile_interval
+    assert "failed" not in body
+
+
+async def test_not_ready_when_reconcile_is_stale(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    await reconciled(redis, settings, 3 * settings.reconcile_interval + 5)
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["ready"] is False
+    assert body["failed"] == ["reconcile"]
+    assert body["reconcile"]["error"] == "reconcile is stale"
+    assert body["postgres"]["ok"] and body["redis"]["ok"]
+
+
+async def test_not_ready_before_the_first_reconcile(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failed"] == ["reconcile"]
+    assert body["reconcile"] == {"ok": False, "age_seconds": None, "max_age_seconds": 3.0,
+                                 "error": "no reconcile has run yet"}
+
+
+async def test_healthz_needs_nothing(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+# --- /metrics ------------------------------------------------------------------------------
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_parse_and_move_when_a_webhook_arrives(client: httpx.AsyncClient) -> None:
+    received = ("webhooks_received_total", (("kind", "leads"),))
+    before = await scrape(client)
+    assert before[("hint_queue_depth", ())] == 0
+    body = (FIXTURES / "lead_update.txt").read_bytes()
+    response = await client.post(f"/webhooks/kommo/{WEBHOOK_SECRET}", content=body, headers=FORM)
+    assert response.status_code == 200, response.text
+    after = await scrape(client)
+    assert after[received] == before.get(received, 0) + 1
+    assert after[("hint_queue_depth", ())] == 1  # no worker drained it
+    assert ("webhook_request_seconds_count", ()) in after
+
+
+# --- /api/status ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer wrong"}, {"authorization": ""}])
+async def test_status_requires_a_token(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    response = await client.get("/api/status", headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {"error": "missing or invalid token"}
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+async def test_status_with_a_token(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings, how: str
+) -> None:
+    await reconciled(redis, settings, 1.0)
+    if how == "header":
+        response = await client.get("/api/status", headers={"authorization": f"Bearer {WS_TOKEN}"})
+    else:
+        response = await client.get("/api/status", params={"token": WS_TOKEN})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["reconcile"]["stale"] is False
+    assert body["queue"]["hints_pending"] == 0
+    assert body["mirror"] == {"leads": 0, "contacts": 0, "latest_version": None}
+    assert set(body) >= {"cursors", "kommo", "freshness_ms", "errors"}
