@@ -42,6 +42,12 @@ class LeadChange:
     action: str
     source: str
     lead: dict[str, Any]
+    previous_updated_at: str | None = None  # what consumers were shown before (not sent)
+
+    @property
+    def edited(self) -> bool:
+        """Did the lead itself change in Kommo (not only a contact, tag or link it shows)?"""
+        return self.lead.get("updated_at") != self.previous_updated_at
 
     def envelope(self, account_id: int) -> dict[str, Any]:
         return {
@@ -408,7 +414,8 @@ UPDATE leads l SET
         ELSE 'updated' END
 FROM changed c
 WHERE l.account_id = $1 AND l.id = c.id
-RETURNING l.version, l.last_action, l.shown::text AS shown
+RETURNING l.version, l.last_action, l.shown::text AS shown,
+    c.old->>'updated_at' AS previous_updated_at
 """
 
 
@@ -420,7 +427,9 @@ async def refresh_leads(
         return []
     rows = await conn.fetch(_REFRESH, account_id, sorted(set(lead_ids)), source)
     changes = [
-        LeadChange(r["version"], r["last_action"], source, json.loads(r["shown"])) for r in rows
+        LeadChange(r["version"], r["last_action"], source, json.loads(r["shown"]),
+                   r["previous_updated_at"])
+        for r in rows
     ]
     changes.sort(key=lambda c: c.version)
     return changes

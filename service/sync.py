@@ -101,7 +101,7 @@ class Mirror:
                 pipe.publish(channel, json.dumps(change.envelope(self.account_id)))
                 LEAD_UPDATES.labels(change.source, change.action).inc()
                 changed_at = _epoch(change.lead.get("updated_at"))
-                if changed_at is not None and change.action != "deleted":
+                if changed_at is not None and change.edited and change.action != "deleted":
                     FRESHNESS.labels(change.source).observe(max(0.0, now - changed_at))
                     if change.source == "webhook":
                         latencies.append(max(0.0, now - changed_at) * 1000)
