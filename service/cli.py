@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from service.errors import KommoRejected
 from service.logs import configure_logging
 from service.settings import ConfigError, Needs, Settings
 
@@ -34,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kommo-sync: {exc}", file=sys.stderr)  # noqa: T201 - the one-line contract
         return 2
+    except KommoRejected as exc:  # e.g. a refused credential at start-up: one clear line
+        print(f"kommo-sync: Kommo refused: {exc}", file=sys.stderr)  # noqa: T201
+        return 3
     except KeyboardInterrupt:
         return 130
 

@@ -1,10 +1,14 @@
 """The WebSocket gateway: one Redis subscription per process, fanned out to every socket.
 
 ``Hub`` holds the process's only subscription to ``settings.key("lead_update")``. A message is
-parsed once (filters, version) and its text relayed as is through a bounded queue per socket,
-drained by the socket's own sender task: the hub never awaits a socket. A socket whose queue
-overflows or whose send stalls is closed with 1013 and must catch up through the read API.
-The gateway's own frames (JSON text)::
+parsed once (filters, version), encoded once as a WebSocket frame and written as is, in the
+dispatch loop, to the transport of every matching socket (:mod:`service.frames`): the hub never
+awaits a socket, and the transport's buffer, capped at ``buffer_limit`` bytes, is the socket's
+queue. Where that is not possible (another server than uvicorn's sans-I/O WebSocket protocol, a
+negotiated extension, ``direct=False``) the text goes through a bounded queue per socket,
+drained by the socket's own sender task. Either way a socket whose backlog overflows, or that
+flushes nothing for ``send_timeout`` seconds, is closed with 1013 and must catch up through the
+read API. The gateway's own frames (JSON text)::
 
     {"event": "hello", "version": V}          on connect: the last version this process relayed
     {"event": "subscribed", "filter": F}      a filter was accepted: "all" or the id lists
@@ -14,8 +18,9 @@ The gateway's own frames (JSON text)::
     {"event": "ping"}                         every ``ping_interval`` seconds (default 20)
 
 Keepalive is the application ``ping``: it passes every proxy, reaches browser code and goes
-through the queue, so a stalled socket is found even when nothing changes (uvicorn's protocol
-pings stay on too). Serve with ``--ws-per-message-deflate false``: it halves the capacity.
+travels like any frame, so a stalled socket is found even when nothing changes (uvicorn's
+protocol pings stay on too). Serve with ``--ws-per-message-deflate false``: compression would
+halve the capacity, and a socket that negotiated it cannot take the direct path.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from service.filters import Filter, FilterError
+from service.frames import Writer, text_frame
 from service.readapi import authorized, latest_version
 from service.settings import Settings
 
@@ -46,83 +53,62 @@ log = logging.getLogger(__name__)
 CONNECTED = Gauge("ws_connected_sockets", "WebSocket clients connected to this process")
 DROPPED_SLOW = Counter("ws_dropped_slow", "Sockets closed with 1013 (queue full or send stalled)")
 SENT = Counter("ws_messages_sent", "Frames sent to WebSocket clients")
+DIRECT = Gauge("ws_direct_sockets", "Connected sockets whose frames bypass ASGI (service.frames)")
 RECONNECTS = Counter("ws_redis_reconnects", "Times the hub lost its Redis subscription")
 
-MAX_FILTER_IDS = 10_000
-_PING = '{"event":"ping"}'
+_PING = '{"event":"ping"}', text_frame(b'{"event":"ping"}')
 _REASONS = {1001: "server shutting down", 1013: "too slow: catch up through the read API"}
 _SILENT_AFTER, _DEAD_AFTER = 15.0, 10.0  # quiet subscription: PING Redis; no PONG: reconnect
 
 
-class FilterError(ValueError):
-    """A client frame that is not a valid subscription; the message is the reason sent back."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Filter:
-    """The leads a socket wants: in a listed pipeline or with a listed id; no lists: all."""
-
-    pipeline_ids: frozenset[int] | None = None
-    lead_ids: frozenset[int] | None = None
-
-    def matches(self, lead_id: object, pipeline_id: object) -> bool:
-        pipelines, leads = self.pipeline_ids, self.lead_ids
-        if pipelines is None and leads is None:
-            return True
-        return bool(pipelines and pipeline_id in pipelines or leads and lead_id in leads)
-
-    def as_json(self) -> object:
-        fields = {"pipeline_ids": self.pipeline_ids, "lead_ids": self.lead_ids}
-        return {k: sorted(v) for k, v in fields.items() if v is not None} or "all"
-
-    @classmethod
-    def parse(cls, text: str | None) -> Filter:
-        """``{"subscribe": "all"}`` or ``{"subscribe": {"pipeline_ids": [...], ...}}``."""
-        try:
-            msg = json.loads(text) if text is not None else None
-        except ValueError:
-            raise FilterError("not JSON") from None
-        if not isinstance(msg, dict) or set(msg) != {"subscribe"}:
-            raise FilterError('expected {"subscribe": "all" or {"pipeline_ids"/"lead_ids": [...]}}')
-        spec = msg["subscribe"]
-        if spec == "all":
-            return cls()
-        if not isinstance(spec, dict) or not spec or not set(spec) <= {"pipeline_ids", "lead_ids"}:
-            raise FilterError('subscribe takes "all" or {"pipeline_ids": [...], "lead_ids": [...]}')
-        lists: dict[str, frozenset[int]] = {}
-        for key, ids in spec.items():
-            if (
-                not isinstance(ids, list)
-                or len(ids) > MAX_FILTER_IDS
-                or not all(type(i) is int and 0 < i < 1 << 63 for i in ids)
-            ):
-                raise FilterError(f"{key} must list up to {MAX_FILTER_IDS} positive integers")
-            lists[key] = frozenset(ids)
-        return cls(lists.get("pipeline_ids"), lists.get("lead_ids"))
-
-
 @dataclasses.dataclass(eq=False)
 class _Socket:
-    """One connected client as the hub sees it: its filter, its bounded queue, its fate."""
+    """One connected client as the hub sees it: its filter, its outlet, its fate.
 
-    queue: asyncio.Queue[str]
+    Frames leave through ``writer``, straight to the connection's transport, when the server
+    allows it (:mod:`service.frames`); otherwise through ``queue``, drained by a sender task."""
+
+    writer: Writer | None
+    queue: asyncio.Queue[str] | None  # None with a writer
     filter: Filter = Filter()
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     close_code: int | None = None  # set when the server decides to close the socket
-    sending_since = 0.0  # loop time the current send started; 0 while idle
+    sending_since = 0.0  # queue path: loop time the current send started; 0 while idle
 
-    def offer(self, text: str) -> None:
-        """Queue a frame without waiting; a full queue closes the socket with 1013."""
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            DROPPED_SLOW.inc()
-            self.close(1013)
+    def offer(self, text: str, frame: bytes) -> bool:
+        """Send (``frame``) or queue (``text``) without waiting; a backlog over the limit closes
+        the socket with 1013. True when the frame went out now: the queue path counts its own."""
+        if self.done.is_set():
+            return False
+        if self.writer is not None:
+            if self.writer.write(frame):
+                return True
+        elif self.queue is not None:
+            try:
+                self.queue.put_nowait(text)
+                return False
+            except asyncio.QueueFull:
+                pass
+        DROPPED_SLOW.inc()
+        self.close(1013)
+        return False
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the socket has been unable to send anything."""
+        if self.writer is not None:
+            return self.writer.stalled_for(now)
+        return now - self.sending_since if self.sending_since else 0.0
 
     def close(self, code: int) -> None:
         if not self.done.is_set():
             self.close_code = code
             self.done.set()
+
+
+def _event(**fields: object) -> tuple[str, bytes]:
+    """One of the gateway's own messages, as text (queue path) and as a frame (direct path)."""
+    text = json.dumps(fields)
+    return text, text_frame(text.encode())
 
 
 class Hub:
@@ -132,6 +118,8 @@ class Hub:
         self,
         settings: Settings,
         *,
+        direct: bool = True,
+        buffer_limit: int = 1 << 20,
         queue_size: int = 1000,
         send_timeout: float = 5.0,
         ping_interval: float = 20.0,
@@ -139,6 +127,7 @@ class Hub:
     ) -> None:
         self.settings = settings
         self.channel = settings.key("lead_update")
+        self.direct, self.buffer_limit = direct, buffer_limit
         self.queue_size, self.send_timeout = queue_size, send_timeout
         self.ping_interval, self.close_timeout = ping_interval, close_timeout
         self.client_name = f"ws-hub-{uuid.uuid4().hex[:12]}"  # CLIENT SETNAME of the subscription
@@ -170,13 +159,12 @@ class Hub:
             if late:
                 log.warning("%d sockets still open after the shutdown timeout", len(late))
 
-    def broadcast(self, text: str) -> None:
-        """Offer a frame to every socket, whatever its filter; never waits."""
-        for sock in list(self._sockets):
-            sock.offer(text)
+    def broadcast(self, text: str, frame: bytes) -> None:
+        """Offer a message to every socket, whatever its filter; never waits."""
+        SENT.inc(sum([sock.offer(text, frame) for sock in list(self._sockets)]))
 
     def _dispatch(self, raw: bytes) -> None:
-        text = raw.decode()
+        text, frame = raw.decode(), text_frame(raw)  # encoded once for every socket
         try:
             data = json.loads(text)["data"]
             version, lead = int(data["version"]), data["lead"]
@@ -185,9 +173,11 @@ class Hub:
             log.warning("dropped a malformed lead_update message (%d bytes)", len(raw))
             return
         self.last_version = max(self.last_version, version)
+        sent = 0
         for sock in list(self._sockets):
-            if sock.filter.matches(lead_id, pipeline_id):
-                sock.offer(text)
+            if sock.filter.matches(lead_id, pipeline_id) and sock.offer(text, frame):
+                sent += 1
+        SENT.inc(sent)
 
     async def _subscribe_forever(self) -> None:
         delay = 0.2
@@ -208,7 +198,7 @@ class Hub:
                     self.subscribed.set()
                     log.info("subscribed to %s", self.channel)
                     delay = 0.2  # messages may have been published while no one listened:
-                    self.broadcast(json.dumps({"event": "catch_up", "after": self.last_version}))
+                    self.broadcast(*_event(event="catch_up", after=self.last_version))
                     await self._relay(pubsub)
             except (RedisError, OSError, TimeoutError) as exc:
                 RECONNECTS.inc()
@@ -237,7 +227,7 @@ class Hub:
                 ping_sent = now
 
     async def _tick_forever(self) -> None:
-        """Close sockets whose send stalls past ``send_timeout``; ping every ``ping_interval``."""
+        """Close sockets that send nothing for ``send_timeout``; ping every ``ping_interval``."""
         loop = asyncio.get_running_loop()
         tick = min(1.0, self.send_timeout / 4, self.ping_interval)
         next_ping = loop.time() + self.ping_interval
@@ -245,12 +235,12 @@ class Hub:
             await asyncio.sleep(tick)
             now = loop.time()
             for sock in list(self._sockets):
-                if sock.sending_since and now - sock.sending_since > self.send_timeout:
+                if not sock.done.is_set() and sock.stalled_for(now) > self.send_timeout:
                     DROPPED_SLOW.inc()
                     sock.close(1013)
             if now >= next_ping:
                 next_ping = now + self.ping_interval
-                self.broadcast(_PING)
+                self.broadcast(*_PING)
 
     async def endpoint(self, ws: WebSocket) -> None:
         """``GET /ws``: authenticate, say hello, then relay until either side closes."""
@@ -261,21 +251,23 @@ class Hub:
         if self._stopping:
             await ws.close(1001, _REASONS[1001])
             return
-        sock = _Socket(asyncio.Queue(self.queue_size))
+        writer = Writer.attach(ws, self.buffer_limit) if self.direct else None
+        sock = _Socket(writer, None if writer else asyncio.Queue(self.queue_size))
         self._sockets.add(sock)
         done = asyncio.get_running_loop().create_future()
         self._endpoints.add(done)
         CONNECTED.inc()
-        sock.offer(json.dumps({"event": "hello", "version": self.last_version}))
-        tasks = [
-            asyncio.create_task(self._send_loop(ws, sock)),
-            asyncio.create_task(self._receive_loop(ws, sock)),
-        ]
+        DIRECT.inc(writer is not None)
+        sock.offer(*_event(event="hello", version=self.last_version))
+        tasks = [asyncio.create_task(self._receive_loop(ws, sock))]
+        if writer is None:
+            tasks.append(asyncio.create_task(self._send_loop(ws, sock)))
         try:
             await sock.done.wait()
         finally:
             self._sockets.discard(sock)
             CONNECTED.dec()
+            DIRECT.dec(writer is not None)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -283,13 +275,17 @@ class Hub:
                 if sock.close_code is not None and ws.application_state == WebSocketState.CONNECTED:
                     async with asyncio.timeout(self.close_timeout):  # waits while it is stalled
                         await ws.close(sock.close_code, _REASONS[sock.close_code])
-            except (TimeoutError, WebSocketDisconnect):
+            except TimeoutError:
+                if writer is not None:  # it never read its close frame: free what it buffers
+                    writer.abort()
+            except WebSocketDisconnect:
                 pass
             finally:
                 self._endpoints.discard(done)
                 done.set_result(None)
 
     async def _send_loop(self, ws: WebSocket, sock: _Socket) -> None:
+        assert sock.queue is not None
         loop = asyncio.get_running_loop()  # a stalled send is found by _tick_forever: a timeout
         try:  # per send would cost more than the send itself
             while True:
@@ -307,9 +303,9 @@ class Hub:
                 try:
                     sock.filter = Filter.parse(msg.get("text"))
                 except FilterError as exc:
-                    sock.offer(json.dumps({"event": "error", "error": str(exc)}))
+                    sock.offer(*_event(event="error", error=str(exc)))
                 else:
-                    sock.offer(json.dumps({"event": "subscribed", "filter": sock.filter.as_json()}))
+                    sock.offer(*_event(event="subscribed", filter=sock.filter.as_json()))
         finally:
             sock.done.set()  # the peer went away (or the endpoint is ending)
 

@@ -32,16 +32,16 @@ def worker_options(
     """Keyword arguments for :class:`arq.worker.Worker`."""
 
     async def startup(ctx: dict[str, Any]) -> None:
-        stack = contextlib.AsyncExitStack()
-        res = await stack.enter_async_context(
-            open_resources(settings, kommo=True, kommo_transport=kommo_transport)
-        )
-        mirror = Mirror(res, await _account_id(res))
-        await res.redis.delete(settings.key(jobs.STOPPED))  # the credential works again
-        ctx["stack"] = stack
-        ctx["worker"] = jobs.Worker(res, mirror, Reconciler(mirror))
-        if await Backfill(mirror, show_bar=False).needed():
-            await jobs.ensure_backfill(res)
+        async with contextlib.AsyncExitStack() as stack:
+            res = await stack.enter_async_context(
+                open_resources(settings, kommo=True, kommo_transport=kommo_transport)
+            )
+            mirror = Mirror(res, await _account_id(res))  # a refused credential stops us here
+            await res.redis.delete(settings.key(jobs.STOPPED))  # the credential works again
+            ctx["worker"] = jobs.Worker(res, mirror, Reconciler(mirror))
+            if await Backfill(mirror, show_bar=False).needed():
+                await jobs.ensure_backfill(res)
+            ctx["stack"] = stack.pop_all()  # closed by shutdown
         log.info("worker ready for account %d", mirror.account_id)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
