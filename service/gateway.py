@@ -32,6 +32,7 @@ import logging
 import random
 import socket
 import uuid
+from typing import NamedTuple
 
 import asyncpg
 import uvicorn
@@ -56,7 +57,7 @@ SENT = Counter("ws_messages_sent", "Frames sent to WebSocket clients")
 DIRECT = Gauge("ws_direct_sockets", "Connected sockets whose frames bypass ASGI (service.frames)")
 RECONNECTS = Counter("ws_redis_reconnects", "Times the hub lost its Redis subscription")
 
-_PING = '{"event":"ping"}', text_frame(b'{"event":"ping"}')
+_BATCH = 100  # messages relayed together at most, when the hub is behind
 _REASONS = {1001: "server shutting down", 1013: "too slow: catch up through the read API"}
 _SILENT_AFTER, _DEAD_AFTER = 15.0, 10.0  # quiet subscription: PING Redis; no PONG: reconnect
 
@@ -75,17 +76,18 @@ class _Socket:
     close_code: int | None = None  # set when the server decides to close the socket
     sending_since = 0.0  # queue path: loop time the current send started; 0 while idle
 
-    def offer(self, text: str, frame: bytes) -> bool:
-        """Send (``frame``) or queue (``text``) without waiting; a backlog over the limit closes
-        the socket with 1013. True when the frame went out now: the queue path counts its own."""
+    def offer(self, out: _Out) -> bool:
+        """Write or queue messages without waiting; a backlog over the limit closes the socket
+        with 1013. True when they went out now (the queue path counts them as it sends them)."""
         if self.done.is_set():
             return False
         if self.writer is not None:
-            if self.writer.write(frame):
+            if self.writer.write(out.frames):
                 return True
         elif self.queue is not None:
             try:
-                self.queue.put_nowait(text)
+                for text in out.texts:
+                    self.queue.put_nowait(text)
                 return False
             except asyncio.QueueFull:
                 pass
@@ -105,10 +107,20 @@ class _Socket:
             self.done.set()
 
 
-def _event(**fields: object) -> tuple[str, bytes]:
-    """One of the gateway's own messages, as text (queue path) and as a frame (direct path)."""
+class _Out(NamedTuple):
+    """Messages for a socket: their texts (queue path) and their frames, joined (direct path)."""
+
+    texts: list[str]
+    frames: bytes
+
+
+def _event(**fields: object) -> _Out:
+    """One of the gateway's own messages."""
     text = json.dumps(fields)
-    return text, text_frame(text.encode())
+    return _Out([text], text_frame(text.encode()))
+
+
+_PING = _event(event="ping")
 
 
 class Hub:
@@ -159,24 +171,34 @@ class Hub:
             if late:
                 log.warning("%d sockets still open after the shutdown timeout", len(late))
 
-    def broadcast(self, text: str, frame: bytes) -> None:
-        """Offer a message to every socket, whatever its filter; never waits."""
-        SENT.inc(sum([sock.offer(text, frame) for sock in list(self._sockets)]))
+    def broadcast(self, out: _Out) -> None:
+        """Offer messages to every socket, whatever its filter; never waits."""
+        SENT.inc(len(out.texts) * sum([sock.offer(out) for sock in list(self._sockets)]))
 
-    def _dispatch(self, raw: bytes) -> None:
-        text, frame = raw.decode(), text_frame(raw)  # encoded once for every socket
-        try:
-            data = json.loads(text)["data"]
-            version, lead = int(data["version"]), data["lead"]
-            lead_id, pipeline_id = lead.get("id"), lead.get("pipeline_id")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.warning("dropped a malformed lead_update message (%d bytes)", len(raw))
-            return
-        self.last_version = max(self.last_version, version)
+    def _dispatch(self, batch: list[bytes]) -> None:
+        """Relay the lead_update messages Redis had ready: each socket gets the frames its filter
+        matches in one write (batches grow only when the hub falls behind, and then catch up)."""
+        updates: list[tuple[str, bytes, object, object]] = []
+        for raw in batch:
+            text = raw.decode()
+            try:
+                data = json.loads(text)["data"]
+                version, lead = int(data["version"]), data["lead"]
+                lead_id, pipeline_id = lead.get("id"), lead.get("pipeline_id")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("dropped a malformed lead_update message (%d bytes)", len(raw))
+                continue
+            self.last_version = max(self.last_version, version)
+            updates.append((text, text_frame(raw), lead_id, pipeline_id))
+        by_filter: dict[Filter, _Out] = {}  # most sockets share a few filters: join once each
         sent = 0
         for sock in list(self._sockets):
-            if sock.filter.matches(lead_id, pipeline_id) and sock.offer(text, frame):
-                sent += 1
+            if (out := by_filter.get(sock.filter)) is None:
+                wanted = [u for u in updates if sock.filter.matches(u[2], u[3])]
+                out = _Out([u[0] for u in wanted], b"".join([u[1] for u in wanted]))
+                by_filter[sock.filter] = out
+            if out.texts and sock.offer(out):
+                sent += len(out.texts)
         SENT.inc(sent)
 
     async def _subscribe_forever(self) -> None:
@@ -198,7 +220,7 @@ class Hub:
                     self.subscribed.set()
                     log.info("subscribed to %s", self.channel)
                     delay = 0.2  # messages may have been published while no one listened:
-                    self.broadcast(*_event(event="catch_up", after=self.last_version))
+                    self.broadcast(_event(event="catch_up", after=self.last_version))
                     await self._relay(pubsub)
             except (RedisError, OSError, TimeoutError) as exc:
                 RECONNECTS.inc()
@@ -217,9 +239,13 @@ class Hub:
             now = loop.time()
             if msg is not None:
                 last_seen, ping_sent = now, 0.0
-                if msg["type"] == "message":
-                    self._dispatch(msg["data"])
-                    await asyncio.sleep(0)  # let the senders run before the next message
+                batch = [msg["data"]] if msg["type"] == "message" else []
+                while len(batch) < _BATCH and (msg := await pubsub.get_message(timeout=0)):
+                    if msg["type"] == "message":  # already read from Redis: no wait
+                        batch.append(msg["data"])
+                if batch:
+                    self._dispatch(batch)
+                    await asyncio.sleep(0)  # let the sockets' own tasks run between batches
             elif ping_sent and now - ping_sent > _DEAD_AFTER:
                 raise TimeoutError("no PONG from redis")
             elif not ping_sent and now - last_seen > _SILENT_AFTER:
@@ -240,7 +266,7 @@ class Hub:
                     sock.close(1013)
             if now >= next_ping:
                 next_ping = now + self.ping_interval
-                self.broadcast(*_PING)
+                self.broadcast(_PING)
 
     async def endpoint(self, ws: WebSocket) -> None:
         """``GET /ws``: authenticate, say hello, then relay until either side closes."""
@@ -258,7 +284,7 @@ class Hub:
         self._endpoints.add(done)
         CONNECTED.inc()
         DIRECT.inc(writer is not None)
-        sock.offer(*_event(event="hello", version=self.last_version))
+        sock.offer(_event(event="hello", version=self.last_version))
         tasks = [asyncio.create_task(self._receive_loop(ws, sock))]
         if writer is None:
             tasks.append(asyncio.create_task(self._send_loop(ws, sock)))
@@ -303,9 +329,9 @@ class Hub:
                 try:
                     sock.filter = Filter.parse(msg.get("text"))
                 except FilterError as exc:
-                    sock.offer(*_event(event="error", error=str(exc)))
+                    sock.offer(_event(event="error", error=str(exc)))
                 else:
-                    sock.offer(*_event(event="subscribed", filter=sock.filter.as_json()))
+                    sock.offer(_event(event="subscribed", filter=sock.filter.as_json()))
         finally:
             sock.done.set()  # the peer went away (or the endpoint is ending)
 

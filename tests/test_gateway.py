@@ -14,10 +14,12 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 import uvicorn
 from conftest import WS_TOKEN
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -43,15 +45,14 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def serve(
-    settings: Settings, hub: Hub | None = None, *, graceful: bool = False
+    settings: Settings, hub: Hub | None = None, *, graceful: bool = False, **options: Any
 ) -> AsyncIterator[Running]:
-    """The app under uvicorn on a pre-bound loopback socket, its hub subscribed."""
+    """The app under uvicorn on a pre-bound loopback socket, its hub subscribed; ``options``
+    override uvicorn's settings."""
     hub = Hub(settings) if hub is None else hub
     config = uvicorn.Config(
         create_app(settings, hub=hub),
-        lifespan="on",
-        ws_per_message_deflate=False,
-        log_level="warning",
+        **{"lifespan": "on", "ws_per_message_deflate": False, "log_level": "warning", **options},
     )
     server = gateway.Server(config, hub) if graceful else uvicorn.Server(config)
     sock = socket.socket()
@@ -151,18 +152,73 @@ def metric(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "queued"])
 async def test_message_reaches_client_verbatim(
-    pool: asyncpg.Pool, redis: Redis, settings: Settings
+    pool: asyncpg.Pool, redis: Redis, settings: Settings, direct: bool
 ) -> None:
     before, _ = await change(pool, None, settings, 24000100)
-    async with serve(settings) as running:
+    async with serve(settings, Hub(settings, direct=direct)) as running:
         ws, hello = await client(running)
         assert hello == {"event": "hello", "version": before}
-        assert metric("ws_connected_sockets") >= 1
-        _, text = await change(pool, redis, settings, 24000101)
+        assert metric("ws_connected_sockets") == 1
+        assert metric("ws_direct_sockets") == direct  # uvicorn's sans-I/O protocol: direct
+        for pad in (0, 200, 70_000):  # frame lengths in 7, 16 and 64 bits
+            _, text = await change(pool, redis, settings, 24000101, pad=pad)
+            async with asyncio.timeout(5):
+                assert await ws.recv() == text
+        await ws.close()
+
+
+class OtherProtocol(WebSocketsSansIOProtocol):
+    """Stands for any WebSocket server whose writes the direct path does not know."""
+
+
+@pytest.mark.parametrize(
+    "options, compression",
+    [
+        pytest.param({"ws": OtherProtocol}, None, id="other-protocol"),
+        pytest.param({"ws_per_message_deflate": True}, "deflate", id="deflate-negotiated"),
+    ],
+)
+async def test_sockets_the_direct_path_cannot_serve_are_queued(
+    pool: asyncpg.Pool,
+    redis: Redis,
+    settings: Settings,
+    options: dict[str, Any],
+    compression: str | None,
+) -> None:
+    async with serve(settings, **options) as running:
+        ws = await connect(running.url(), compression=compression)
+        async with asyncio.timeout(5):
+            assert json.loads(await ws.recv())["event"] == "hello"
+        assert metric("ws_connected_sockets") == 1
+        assert metric("ws_direct_sockets") == 0
+        (sock,) = running.hub._sockets
+        assert sock.writer is None and sock.queue is not None
+        _, text = await change(pool, redis, settings, 24000102, pad=5000)
         async with asyncio.timeout(5):
             assert await ws.recv() == text
         await ws.close()
+
+
+async def test_a_burst_reaches_every_client_in_order_through_its_filter(
+    pool: asyncpg.Pool, redis: Redis, settings: Settings
+) -> None:
+    """Messages published back to back are relayed in batches: one write per socket."""
+    async with serve(settings) as running:
+        odd, _ = await client(running)
+        everything, _ = await client(running)
+        await odd.send(json.dumps({"subscribe": {"pipeline_ids": [1]}}))
+        await next_event(odd, "subscribed")
+        texts = [(await change(pool, None, settings, i, pipeline_id=i % 2))[1] for i in range(60)]
+        async with redis.pipeline(transaction=False) as pipe:
+            for text in texts:
+                pipe.publish(settings.key("lead_update"), text)
+            await pipe.execute()
+        async with asyncio.timeout(5):
+            assert [await everything.recv() for _ in texts] == texts
+            assert [await odd.recv() for _ in texts[1::2]] == texts[1::2]
+        await asyncio.gather(odd.close(), everything.close())
 
 
 async def test_filters_select_pipelines_and_leads(
@@ -265,10 +321,20 @@ async def test_client_disconnected_during_changes_catches_up_through_the_read_ap
         await ws.close()
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "queued"])
 async def test_stalled_client_is_closed_and_never_slows_the_others(
-    pool: asyncpg.Pool, redis: Redis, settings: Settings
+    pool: asyncpg.Pool, redis: Redis, settings: Settings, direct: bool
 ) -> None:
-    hub = Hub(settings, queue_size=100, close_timeout=30)
+    """Its backlog overflows (64 KiB in the transport's buffer, or 100 queued messages) long
+    before it could stall past ``send_timeout``."""
+    hub = Hub(
+        settings,
+        direct=direct,
+        buffer_limit=64 << 10,
+        queue_size=100,
+        send_timeout=60,
+        close_timeout=30,
+    )
     async with serve(settings, hub) as running:
         healthy = [(await client(running))[0] for _ in range(100)]
         arrivals: dict[int, list[float]] = {}
@@ -289,6 +355,7 @@ async def test_stalled_client_is_closed_and_never_slows_the_others(
         stalled = await connect(
             running.url(), sock=raw, compression=None, max_queue=1, ping_interval=None
         )
+        assert metric("ws_direct_sockets") == (101 if direct else 0)
 
         async def send(count: int) -> list[float]:
             """Publish ``count`` changes, wait until every healthy client has them all."""
@@ -324,10 +391,19 @@ async def test_stalled_client_is_closed_and_never_slows_the_others(
         await asyncio.gather(*readers)
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "queued"])
 async def test_a_send_stalled_past_the_timeout_closes_the_socket_with_1013(
-    pool: asyncpg.Pool, redis: Redis, settings: Settings
+    pool: asyncpg.Pool, redis: Redis, settings: Settings, direct: bool
 ) -> None:
-    hub = Hub(settings, queue_size=100_000, send_timeout=0.5, close_timeout=30)
+    """No backlog limit is reached (the buffer or the queue holds everything): the timer acts."""
+    hub = Hub(
+        settings,
+        direct=direct,
+        buffer_limit=1 << 40,
+        queue_size=100_000,
+        send_timeout=0.5,
+        close_timeout=30,
+    )
     async with serve(settings, hub) as running:
         raw = socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -337,8 +413,9 @@ async def test_a_send_stalled_past_the_timeout_closes_the_socket_with_1013(
             running.url(), sock=raw, compression=None, max_queue=1, ping_interval=None
         )
         (sock,) = hub._sockets  # the one socket, as the hub sees it
+        assert (sock.writer is not None) == direct
         dropped = metric("ws_dropped_slow_total")
-        for _ in range(200):  # 13 MB: far more than the socket buffers hold; the queue holds all
+        for _ in range(200):  # 13 MB: far more than the socket buffers hold; no limit is hit
             await change(pool, redis, settings, 1, pad=64_000)
         async with asyncio.timeout(10):
             await sock.done.wait()
@@ -400,3 +477,33 @@ async def test_graceful_shutdown_closes_sockets_with_1001(settings: Settings) ->
                 async with asyncio.timeout(5):
                     await ws.recv()
             assert ws.close_code == 1001
+
+
+async def test_a_client_that_never_reads_its_close_frame_is_cut_off(
+    pool: asyncpg.Pool, redis: Redis, settings: Settings
+) -> None:
+    """The 1013 close waits ``close_timeout`` at most; then the connection and its buffer go."""
+    hub = Hub(settings, buffer_limit=16 << 10, close_timeout=0.5)
+    async with serve(settings, hub) as running:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", running.port))
+        stalled = await connect(
+            running.url(), sock=raw, compression=None, max_queue=1, ping_interval=None
+        )
+        (sock,) = hub._sockets
+        assert sock.writer is not None
+        while not sock.done.is_set():
+            await change(pool, redis, settings, 1, pad=64_000)
+        assert sock.close_code == 1013
+        done, _ = await asyncio.wait(hub._endpoints, timeout=5)  # gave up on the handshake
+        assert done and not hub._endpoints
+        async with asyncio.timeout(5):  # and the connection is gone, not left to drain
+            while running.server.server_state.connections:
+                await asyncio.sleep(0.01)
+        with contextlib.suppress(ConnectionClosed):
+            async with asyncio.timeout(20):
+                async for _ in stalled:
+                    pass
+        assert stalled.close_code == 1006  # no close frame ever arrived
