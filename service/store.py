@@ -13,7 +13,7 @@ in SQL), and only where that really changed bumps the lead's ``version`` and ret
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -134,30 +134,10 @@ async def upsert_leads(
     restored: Collection[int] = (),
 ) -> Written:
     """Upsert leads with their tags and contact links; return what was actually written."""
-    rows = _dedupe(leads)
-    if not rows:
-        return Written()
-    cols: list[list[Any]] = [[] for _ in range(17)]
-    for e in rows:
-        raw = _strip_links(e)
-        values = (
-            int(e["id"]), e.get("name") or "", _int(e.get("price")),
-            _int(e.get("responsible_user_id")), _int(e.get("group_id")), _int(e.get("status_id")),
-            _int(e.get("pipeline_id")), _int(e.get("loss_reason_id")), _int(e.get("created_by")),
-            _int(e.get("updated_by")), _int(e.get("created_at")), int(e["updated_at"]),
-            _int(e.get("closed_at")), _int(e.get("closest_task_at")), _int(e.get("score")),
-            json.dumps(e.get("custom_fields_values") or []), json.dumps(raw),
-        )
-        for col, value in zip(cols, values, strict=True):
-            col.append(value)
-    written = [
-        r["id"]
-        for r in await conn.fetch(_UPSERT_LEADS, account_id, *cols, list(restored))
-    ]
+    written, applied = await _upsert_rows(conn, _UPSERT_LEADS, account_id, _dedupe(leads),
+                                          _lead_values, restored)
     result = Written(written)
-    if written:
-        chosen = {int(e["id"]): e for e in rows}
-        applied = [chosen[i] for i in written]
+    if applied:
         result.renamed_tags = await upsert_tags(conn, account_id, "leads", _tags_of(applied))
         await _replace_tags(conn, account_id, "lead_tags", "lead_id", applied)
         await _replace_lead_contacts(conn, account_id, applied)
@@ -201,32 +181,52 @@ async def upsert_contacts(
     restored: Collection[int] = (),
 ) -> Written:
     """Upsert contacts with their tags and phones; return what was actually written."""
-    rows = _dedupe(contacts)
-    if not rows:
-        return Written()
-    cols: list[list[Any]] = [[] for _ in range(14)]
-    for e in rows:
-        values = (
-            int(e["id"]), e.get("name") or "", e.get("first_name") or "",
-            e.get("last_name") or "", _int(e.get("responsible_user_id")),
-            _int(e.get("group_id")), _int(e.get("created_by")), _int(e.get("updated_by")),
-            _int(e.get("created_at")), int(e["updated_at"]), _int(e.get("closest_task_at")),
-            bool(e.get("is_unsorted", False)), json.dumps(e.get("custom_fields_values") or []),
-            json.dumps(_strip_links(e)),
-        )
-        for col, value in zip(cols, values, strict=True):
-            col.append(value)
-    written = [
-        r["id"]
-        for r in await conn.fetch(_UPSERT_CONTACTS, account_id, *cols, list(restored))
-    ]
-    if written:
-        chosen = {int(e["id"]): e for e in rows}
-        applied = [chosen[i] for i in written]
+    written, applied = await _upsert_rows(conn, _UPSERT_CONTACTS, account_id,
+                                          _dedupe(contacts), _contact_values, restored)
+    if applied:
         await upsert_tags(conn, account_id, "contacts", _tags_of(applied))
         await _replace_tags(conn, account_id, "contact_tags", "contact_id", applied)
         await _replace_phones(conn, account_id, applied, region)
     return Written(written)
+
+
+async def _upsert_rows(
+    conn: Conn,
+    sql: str,
+    account_id: int,
+    rows: Sequence[Entity],
+    values: Callable[[Entity], tuple[Any, ...]],
+    restored: Collection[int],
+) -> tuple[list[int], list[Entity]]:
+    """One statement for the batch (a column array per field); the ids written and their rows."""
+    if not rows:
+        return [], []
+    columns = [list(column) for column in zip(*(values(e) for e in rows), strict=True)]
+    written = [r["id"] for r in await conn.fetch(sql, account_id, *columns, list(restored))]
+    chosen = {int(e["id"]): e for e in rows}
+    return written, [chosen[i] for i in written]
+
+
+def _lead_values(e: Entity) -> tuple[Any, ...]:
+    return (
+        int(e["id"]), e.get("name") or "", _int(e.get("price")),
+        _int(e.get("responsible_user_id")), _int(e.get("group_id")), _int(e.get("status_id")),
+        _int(e.get("pipeline_id")), _int(e.get("loss_reason_id")), _int(e.get("created_by")),
+        _int(e.get("updated_by")), _int(e.get("created_at")), int(e["updated_at"]),
+        _int(e.get("closed_at")), _int(e.get("closest_task_at")), _int(e.get("score")),
+        json.dumps(e.get("custom_fields_values") or []), json.dumps(_strip_links(e)),
+    )
+
+
+def _contact_values(e: Entity) -> tuple[Any, ...]:
+    return (
+        int(e["id"]), e.get("name") or "", e.get("first_name") or "",
+        e.get("last_name") or "", _int(e.get("responsible_user_id")),
+        _int(e.get("group_id")), _int(e.get("created_by")), _int(e.get("updated_by")),
+        _int(e.get("created_at")), int(e["updated_at"]), _int(e.get("closest_task_at")),
+        bool(e.get("is_unsorted", False)), json.dumps(e.get("custom_fields_values") or []),
+        json.dumps(_strip_links(e)),
+    )
 
 
 def _tags_of(entities: Iterable[Entity]) -> list[Entity]:
