@@ -11,19 +11,16 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 import pytest
-from arq.worker import Worker as ArqWorker
 from redis.asyncio import Redis
 
 from kommo_sim import RateLimitConfig, SimConfig, Simulator, random_mutation
 from service.budget import Priority
 from service.reconcile import Reconciler
 from service.resources import Resources, open_resources
-from service.settings import Needs, Settings
+from service.settings import Settings
 from service.sync import Mirror
+from tests.engine import SIM_TOKEN, kommo_settings_for, run_worker_burst
 from tests.mirror import differences
-from workers.main import worker_options
-
-SIM_TOKEN = "sim-token-for-tests"
 
 
 @pytest.fixture
@@ -34,11 +31,7 @@ def sim() -> Simulator:
 
 @pytest.fixture
 def kommo_settings(env: dict[str, str]) -> Settings:
-    return Settings.from_env(
-        {**env, "KOMMO_BASE_URL": "http://kommo.test", "KOMMO_TOKEN": SIM_TOKEN,
-         "KOMMO_RATE_LIMIT": "50"},
-        Needs.DATABASE | Needs.REDIS | Needs.KOMMO,
-    )
+    return kommo_settings_for(env)
 
 
 @dataclass
@@ -56,17 +49,6 @@ async def engine(
     async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
         mirror = Mirror(res, sim.config.account_id)
         yield Engine(res, mirror, Reconciler(mirror))
-
-
-async def run_worker_burst(settings: Settings, sim: Simulator) -> None:
-    options = worker_options(settings, kommo_transport=httpx.ASGITransport(app=sim.app))
-    options.update(handle_signals=False, cron_jobs=[])  # ticks are driven by the tests
-    worker = ArqWorker(**options, burst=True)
-    try:
-        async with asyncio.timeout(90):
-            await worker.main()
-    finally:
-        await worker.close()
 
 
 async def test_backfill_mirrors_the_account_exactly(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -12,7 +11,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from arq.worker import Worker as ArqWorker
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
@@ -20,21 +18,16 @@ from kommo_sim import RateLimitConfig, SimConfig, Simulator, random_mutation
 from service import store
 from service.app import create_app
 from service.settings import Needs, Settings
+from tests.engine import SIM_TOKEN, kommo_settings_for, run_worker_burst
 from tests.mirror import differences
-from workers.main import worker_options
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kommo" / "webhooks"
-SIM_TOKEN = "sim-token-webhooks"
 FORM = {"content-type": "application/x-www-form-urlencoded", "user-agent": "amoCRM-Webhooks/3.0"}
 
 
 @pytest.fixture
 def kommo_settings(env: dict[str, str]) -> Settings:
-    return Settings.from_env(
-        {**env, "KOMMO_BASE_URL": "http://kommo.test", "KOMMO_TOKEN": SIM_TOKEN,
-         "KOMMO_RATE_LIMIT": "50"},
-        Needs.DATABASE | Needs.REDIS | Needs.KOMMO | Needs.WEB,
-    )
+    return kommo_settings_for(env, Needs.WEB)
 
 
 @pytest.fixture
@@ -56,14 +49,7 @@ async def mark_backfilled(pool: asyncpg.Pool, account_id: int) -> None:
 
 async def drain(settings: Settings, sim: Simulator) -> None:
     """Run the webhook jobs (and nothing else) until the queue is empty."""
-    options = worker_options(settings, kommo_transport=httpx.ASGITransport(app=sim.app))
-    options.update(handle_signals=False, cron_jobs=[])
-    worker = ArqWorker(**options, burst=True)
-    try:
-        async with asyncio.timeout(60):
-            await worker.main()
-    finally:
-        await worker.close()
+    await run_worker_burst(settings, sim, timeout=60)
 
 
 def hook_path(settings: Settings) -> str:
@@ -207,14 +193,7 @@ async def drain_backfill_via_webhooks_free_start(
     settings: Settings, sim: Simulator, pool: asyncpg.Pool
 ) -> None:
     """Start from a full mirror (a backfill), then only webhooks may change it."""
-    options = worker_options(settings, kommo_transport=httpx.ASGITransport(app=sim.app))
-    options.update(handle_signals=False, cron_jobs=[])
-    worker = ArqWorker(**options, burst=True)
-    try:
-        async with asyncio.timeout(60):
-            await worker.main()
-    finally:
-        await worker.close()
+    await run_worker_burst(settings, sim, timeout=60)
     assert await differences(pool, sim) == []
     async with pool.acquire() as conn:
         for name in ("leads", "contacts", "events"):

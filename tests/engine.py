@@ -1,0 +1,35 @@
+"""Driving the sync engine in tests: the simulator behind an injected transport, arq in burst."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from arq.worker import Worker as ArqWorker
+
+from kommo_sim import Simulator
+from service.settings import Needs, Settings
+from workers.main import worker_options
+
+SIM_TOKEN = "sim-token-for-tests"
+
+
+def kommo_settings_for(env: dict[str, str], needs: Needs = Needs.NOTHING) -> Settings:
+    """The test environment pointed at a simulator (reached through an injected transport)."""
+    return Settings.from_env(
+        {**env, "KOMMO_BASE_URL": "http://kommo.test", "KOMMO_TOKEN": SIM_TOKEN,
+         "KOMMO_RATE_LIMIT": "50"},
+        Needs.DATABASE | Needs.REDIS | Needs.KOMMO | needs,
+    )
+
+
+async def run_worker_burst(settings: Settings, sim: Simulator, timeout: float = 90) -> None:
+    """Run one worker until its queue is empty (no cron: the tests drive reconcile ticks)."""
+    options = worker_options(settings, kommo_transport=httpx.ASGITransport(app=sim.app))
+    options.update(handle_signals=False, cron_jobs=[])
+    worker = ArqWorker(**options, burst=True)
+    try:
+        async with asyncio.timeout(timeout):
+            await worker.main()
+    finally:
+        await worker.close()
