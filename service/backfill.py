@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CURSOR = "backfill"
 STAGES = ("dictionaries", "contacts", "leads", "done")
+ANALYZE_AT = frozenset({2, 8, 32, 128, 512, 2048})
 
 
 @dataclass
@@ -120,6 +121,9 @@ class Backfill:
                 if items:
                     await self._write(entity, items)
                     p.rows += len(items)
+                if p.page in ANALYZE_AT:  # keep the planner's row estimates near the truth
+                    async with self.res.pool.acquire() as conn:
+                        await store.analyze(conn)
                 p.page += 1
                 await self.save(p)
                 tick(len(items))

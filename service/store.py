@@ -5,7 +5,7 @@ one statement per table (arrays through ``unnest``). Rows never go backwards: an
 only when Kommo's ``updated_at`` is newer or equal and the object differs, and a tombstoned row
 comes back only when Kommo says it was restored (or shows a change made after the deletion).
 
-After the writes, :func:`refresh_leads` recomputes what each touched lead shows (``lead_shown``
+After the writes, :func:`refresh_leads` recomputes what each touched lead shows (``_REFRESH``
 in SQL), and only where that really changed bumps the lead's ``version`` and returns the
 ``lead_update`` data to publish once the transaction has committed.
 """
@@ -395,9 +395,50 @@ WITH locked AS (
     SELECT l.id FROM leads l
     WHERE l.account_id = $1 AND l.id = ANY($2::bigint[])
     ORDER BY l.id FOR UPDATE
+), tag_lists AS (
+    SELECT lt.lead_id,
+           jsonb_agg(jsonb_build_object('id', t.id, 'name', t.name) ORDER BY t.id) AS tags
+    FROM lead_tags lt
+    JOIN tags t ON t.account_id = lt.account_id AND t.entity_type = 'leads' AND t.id = lt.tag_id
+    WHERE lt.account_id = $1 AND lt.lead_id = ANY($2::bigint[])
+    GROUP BY lt.lead_id
+), links AS (
+    SELECT lc.lead_id, lc.contact_id, lc.is_main, c.name
+    FROM lead_contacts lc
+    JOIN contacts c ON c.account_id = lc.account_id AND c.id = lc.contact_id
+    WHERE lc.account_id = $1 AND lc.lead_id = ANY($2::bigint[]) AND NOT c.is_deleted
+), phone_lists AS (
+    SELECT p.contact_id, jsonb_agg(p.normalized ORDER BY p.position) AS phones
+    FROM contact_phones p
+    WHERE p.account_id = $1 AND p.normalized IS NOT NULL
+      AND p.contact_id IN (SELECT contact_id FROM links)
+    GROUP BY p.contact_id
+), contact_lists AS (
+    SELECT k.lead_id,
+           jsonb_agg(jsonb_build_object('id', k.contact_id, 'is_main', k.is_main, 'name', k.name,
+                                        'phones', COALESCE(pl.phones, '[]'::jsonb))
+                     ORDER BY k.is_main DESC, k.contact_id) AS contacts
+    FROM links k LEFT JOIN phone_lists pl ON pl.contact_id = k.contact_id
+    GROUP BY k.lead_id
 ), fresh AS (
-    SELECT l.id, lead_shown(l) AS shown, l.shown AS old
-    FROM leads l JOIN locked USING (id)
+    SELECT l.id, l.shown AS old, jsonb_build_object(
+        'id', l.id,
+        'name', l.name,
+        'price', l.price,
+        'pipeline_id', l.pipeline_id,
+        'status_id', l.status_id,
+        'responsible_user_id', l.responsible_user_id,
+        'created_at', kommo_iso(l.created_at),
+        'updated_at', kommo_iso(l.updated_at),
+        'closed_at', kommo_iso(l.closed_at),
+        'is_deleted', l.is_deleted,
+        'tags', COALESCE(tl.tags, '[]'::jsonb),
+        'contacts', COALESCE(cl.contacts, '[]'::jsonb),
+        'custom_fields', l.custom_fields) AS shown
+    FROM leads l
+    JOIN locked USING (id)
+    LEFT JOIN tag_lists tl ON tl.lead_id = l.id
+    LEFT JOIN contact_lists cl ON cl.lead_id = l.id
     WHERE l.account_id = $1
 ), changed AS (
     SELECT id, shown, old FROM fresh WHERE old IS DISTINCT FROM shown ORDER BY id
@@ -417,6 +458,8 @@ WHERE l.account_id = $1 AND l.id = c.id
 RETURNING l.version, l.last_action, l.shown::text AS shown,
     c.old->>'updated_at' AS previous_updated_at
 """
+"""What a batch of leads shows (the ``lead`` object of lead_update), computed for the batch in
+one statement; where it differs from what was last shown, a new version."""
 
 
 async def refresh_leads(
@@ -441,6 +484,13 @@ def json_state(value: Any) -> dict[str, Any]:
         return {}
     data = json.loads(value) if isinstance(value, str) else value
     return dict(data or {})
+
+
+async def analyze(conn: Conn) -> None:
+    """Refresh the planner's statistics (a backfill grows the tables from nothing quickly)."""
+    await conn.execute(
+        "ANALYZE leads, contacts, tags, lead_tags, contact_tags, lead_contacts, contact_phones"
+    )
 
 
 async def get_cursor(conn: Conn, account_id: int, name: str) -> int | None:
