@@ -1,14 +1,13 @@
 """The WebSocket gateway: one Redis subscription per process, fanned out to every socket.
 
 ``Hub`` holds the process's only subscription to ``settings.key("lead_update")``. A message is
-parsed once (filters, version), encoded once as a WebSocket frame and written as is, in the
-dispatch loop, to the transport of every matching socket (:mod:`service.frames`): the hub never
-awaits a socket, and the transport's buffer, capped at ``buffer_limit`` bytes, is the socket's
-queue. Where that is not possible (another server than uvicorn's sans-I/O WebSocket protocol, a
-negotiated extension, ``direct=False``) the text goes through a bounded queue per socket,
-drained by the socket's own sender task. Either way a socket whose backlog overflows, or that
-flushes nothing for ``send_timeout`` seconds, is closed with 1013 and must catch up through the
-read API. The gateway's own frames (JSON text)::
+parsed once (filters, version), encoded once as a frame and written, in the dispatch loop, to
+the transport of every matching socket (:mod:`service.frames`); the transport's buffer, capped
+at ``buffer_limit`` bytes, is the socket's queue. Where that cannot be done (not uvicorn's
+sans-I/O protocol, an extension negotiated, ``direct=False``) the text goes through a bounded
+queue drained by a sender task per socket. The hub never awaits a socket: one whose backlog
+overflows, or that flushes nothing for ``send_timeout`` seconds, is closed with 1013 and must
+catch up through the read API. The gateway's own frames (JSON text)::
 
     {"event": "hello", "version": V}          on connect: the last version this process relayed
     {"event": "subscribed", "filter": F}      a filter was accepted: "all" or the id lists
@@ -26,13 +25,11 @@ halve the capacity, and a socket that negotiated it cannot take the direct path.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import random
 import socket
 import uuid
-from typing import NamedTuple
 
 import asyncpg
 import uvicorn
@@ -48,11 +45,11 @@ from service.filters import Filter, FilterError
 from service.frames import Writer, text_frame
 from service.readapi import authorized, latest_version
 from service.settings import Settings
+from service.sockets import Out, Socket, message
 
 log = logging.getLogger(__name__)
 
 CONNECTED = Gauge("ws_connected_sockets", "WebSocket clients connected to this process")
-DROPPED_SLOW = Counter("ws_dropped_slow", "Sockets closed with 1013 (queue full or send stalled)")
 SENT = Counter("ws_messages_sent", "Frames sent to WebSocket clients")
 DIRECT = Gauge("ws_direct_sockets", "Connected sockets whose frames bypass ASGI (service.frames)")
 RECONNECTS = Counter("ws_redis_reconnects", "Times the hub lost its Redis subscription")
@@ -62,69 +59,18 @@ _REASONS = {1001: "server shutting down", 1013: "too slow: catch up through the 
 _SILENT_AFTER, _DEAD_AFTER = 15.0, 10.0  # quiet subscription: PING Redis; no PONG: reconnect
 
 
-@dataclasses.dataclass(eq=False)
-class _Socket:
-    """One connected client as the hub sees it: its filter, its outlet, its fate.
-
-    Frames leave through ``writer``, straight to the connection's transport, when the server
-    allows it (:mod:`service.frames`); otherwise through ``queue``, drained by a sender task."""
-
-    writer: Writer | None
-    queue: asyncio.Queue[str] | None  # None with a writer
-    filter: Filter = Filter()
-    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    close_code: int | None = None  # set when the server decides to close the socket
-    sending_since = 0.0  # queue path: loop time the current send started; 0 while idle
-
-    def offer(self, out: _Out) -> bool:
-        """Write or queue messages without waiting; a backlog over the limit closes the socket
-        with 1013. True when they went out now (the queue path counts them as it sends them)."""
-        if self.done.is_set():
-            return False
-        if self.writer is not None:
-            if self.writer.write(out.frames):
-                return True
-        elif self.queue is not None:
-            try:
-                for text in out.texts:
-                    self.queue.put_nowait(text)
-                return False
-            except asyncio.QueueFull:
-                pass
-        DROPPED_SLOW.inc()
-        self.close(1013)
-        return False
-
-    def stalled_for(self, now: float) -> float:
-        """Seconds the socket has been unable to send anything."""
-        if self.writer is not None:
-            return self.writer.stalled_for(now)
-        return now - self.sending_since if self.sending_since else 0.0
-
-    def close(self, code: int) -> None:
-        if not self.done.is_set():
-            self.close_code = code
-            self.done.set()
-
-
-class _Out(NamedTuple):
-    """Messages for a socket: their texts (queue path) and their frames, joined (direct path)."""
-
-    texts: list[str]
-    frames: bytes
-
-
-def _event(**fields: object) -> _Out:
-    """One of the gateway's own messages."""
-    text = json.dumps(fields)
-    return _Out([text], text_frame(text.encode()))
-
-
-_PING = _event(event="ping")
+_PING = message(event="ping")
 
 
 class Hub:
-    """The process's subscription to ``lead_update`` and the sockets it relays to."""
+    """The process's subscription to ``lead_update`` and the sockets it relays to.
+
+    ``buffer_limit`` (direct path) and ``queue_size`` (queue path) bound each socket's backlog:
+    1 MiB is about 1,000 typical messages, 10 s at 100 messages/s, on top of the kernel's own
+    socket buffer. A socket that has not taken its close frame (1013, 1001) after
+    ``close_timeout`` seconds is left to uvicorn; on the direct path it is aborted, its buffer
+    freed, so a peer that never reads again holds nothing.
+    """
 
     def __init__(
         self,
@@ -145,7 +91,7 @@ class Hub:
         self.client_name = f"ws-hub-{uuid.uuid4().hex[:12]}"  # CLIENT SETNAME of the subscription
         self.last_version = 0  # the newest version relayed (Postgres's newest at start)
         self.subscribed = asyncio.Event()  # set while the subscription is live
-        self._sockets: set[_Socket] = set()
+        self._sockets: set[Socket] = set()
         self._endpoints: set[asyncio.Future[None]] = set()  # running endpoint() calls
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -171,7 +117,7 @@ class Hub:
             if late:
                 log.warning("%d sockets still open after the shutdown timeout", len(late))
 
-    def broadcast(self, out: _Out) -> None:
+    def broadcast(self, out: Out) -> None:
         """Offer messages to every socket, whatever its filter; never waits."""
         SENT.inc(len(out.texts) * sum([sock.offer(out) for sock in list(self._sockets)]))
 
@@ -190,12 +136,12 @@ class Hub:
                 continue
             self.last_version = max(self.last_version, version)
             updates.append((text, text_frame(raw), lead_id, pipeline_id))
-        by_filter: dict[Filter, _Out] = {}  # most sockets share a few filters: join once each
+        by_filter: dict[Filter, Out] = {}  # most sockets share a few filters: join once each
         sent = 0
         for sock in list(self._sockets):
             if (out := by_filter.get(sock.filter)) is None:
                 wanted = [u for u in updates if sock.filter.matches(u[2], u[3])]
-                out = _Out([u[0] for u in wanted], b"".join([u[1] for u in wanted]))
+                out = Out([u[0] for u in wanted], b"".join([u[1] for u in wanted]))
                 by_filter[sock.filter] = out
             if out.texts and sock.offer(out):
                 sent += len(out.texts)
@@ -220,7 +166,7 @@ class Hub:
                     self.subscribed.set()
                     log.info("subscribed to %s", self.channel)
                     delay = 0.2  # messages may have been published while no one listened:
-                    self.broadcast(_event(event="catch_up", after=self.last_version))
+                    self.broadcast(message(event="catch_up", after=self.last_version))
                     await self._relay(pubsub)
             except (RedisError, OSError, TimeoutError) as exc:
                 RECONNECTS.inc()
@@ -261,9 +207,8 @@ class Hub:
             await asyncio.sleep(tick)
             now = loop.time()
             for sock in list(self._sockets):
-                if not sock.done.is_set() and sock.stalled_for(now) > self.send_timeout:
-                    DROPPED_SLOW.inc()
-                    sock.close(1013)
+                if sock.stalled_for(now) > self.send_timeout:
+                    sock.close_slow()
             if now >= next_ping:
                 next_ping = now + self.ping_interval
                 self.broadcast(_PING)
@@ -278,13 +223,13 @@ class Hub:
             await ws.close(1001, _REASONS[1001])
             return
         writer = Writer.attach(ws, self.buffer_limit) if self.direct else None
-        sock = _Socket(writer, None if writer else asyncio.Queue(self.queue_size))
+        sock = Socket(writer, None if writer else asyncio.Queue(self.queue_size))
         self._sockets.add(sock)
         done = asyncio.get_running_loop().create_future()
         self._endpoints.add(done)
         CONNECTED.inc()
         DIRECT.inc(writer is not None)
-        sock.offer(_event(event="hello", version=self.last_version))
+        sock.offer(message(event="hello", version=self.last_version))
         tasks = [asyncio.create_task(self._receive_loop(ws, sock))]
         if writer is None:
             tasks.append(asyncio.create_task(self._send_loop(ws, sock)))
@@ -310,7 +255,7 @@ class Hub:
                 self._endpoints.discard(done)
                 done.set_result(None)
 
-    async def _send_loop(self, ws: WebSocket, sock: _Socket) -> None:
+    async def _send_loop(self, ws: WebSocket, sock: Socket) -> None:
         assert sock.queue is not None
         loop = asyncio.get_running_loop()  # a stalled send is found by _tick_forever: a timeout
         try:  # per send would cost more than the send itself
@@ -323,15 +268,15 @@ class Hub:
         except WebSocketDisconnect:
             sock.done.set()
 
-    async def _receive_loop(self, ws: WebSocket, sock: _Socket) -> None:
+    async def _receive_loop(self, ws: WebSocket, sock: Socket) -> None:
         try:
             while (msg := await ws.receive())["type"] != "websocket.disconnect":
                 try:
                     sock.filter = Filter.parse(msg.get("text"))
                 except FilterError as exc:
-                    sock.offer(_event(event="error", error=str(exc)))
+                    sock.offer(message(event="error", error=str(exc)))
                 else:
-                    sock.offer(_event(event="subscribed", filter=sock.filter.as_json()))
+                    sock.offer(message(event="subscribed", filter=sock.filter.as_json()))
         finally:
             sock.done.set()  # the peer went away (or the endpoint is ending)
 
