@@ -4,8 +4,9 @@ Every web and worker process calls :meth:`RateBudget.acquire` before each Kommo 
 Lua script decides atomically, from shared state, whether the call may go now:
 
 * a sliding one-second log (a sorted set) admits at most ``KOMMO_RATE_LIMIT`` calls per window;
-* priorities: RECONCILE and BACKFILL leave one slot per window to WEBHOOK, and may not take a
-  slot while a higher-priority caller is waiting (each waiter keeps a short-lived marker);
+* calls are spaced evenly (one every window/limit), so nobody waits for a window to slide;
+* priorities: RECONCILE and BACKFILL may not take a slot while a higher-priority caller is
+  waiting (each waiter keeps a short-lived marker), so a webhook fetch waits at most one gap;
 * after a 429, :meth:`RateBudget.penalize` stops everyone until ``retry_after`` has passed,
   then the deployment runs at half rate for a minute;
 * after a 403, :meth:`RateBudget.trip_breaker` makes every ``acquire`` raise
@@ -72,10 +73,10 @@ end
 """
 
 # KEYS: calls, state, breaker, waiting:0, waiting:1, waiting:2
-# ARGV: now, priority, capacity, slow capacity, window, member, max sleep, reserve, history
+# ARGV: now, priority, capacity, slow capacity, window, member, max sleep, history
 _ACQUIRE = _NOW + """
 local prio, cap, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
-local history = tonumber(ARGV[9])
+local history = tonumber(ARGV[8])
 local b = redis.call('GET', KEYS[3])
 if b and tonumber(cjson.decode(b)['until']) > now then return {2, b} end
 local wait = 0
@@ -86,7 +87,7 @@ else
   if tonumber(redis.call('HGET', KEYS[2], 'slow_until') or '0') > now then
     cap = tonumber(ARGV[4])
   end
-  if prio > 0 and cap > 1 then cap = cap - tonumber(ARGV[8]) end
+  local gap = window / cap
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - history))
   local since = '(' .. fmt(now - window)
   local used = redis.call('ZCOUNT', KEYS[1], since, '+inf')
@@ -95,7 +96,14 @@ else
                            'LIMIT', used - cap, 1)
     wait = tonumber(nth[2]) + window - now
   else
+    -- Even spacing: a burst of calls followed by a long pause would hold every waiter back
+    -- until the window slides; one call every window/capacity keeps waits short.
+    local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+    if last[2] and now - tonumber(last[2]) < gap then
+      wait = gap - (now - tonumber(last[2]))
+    end
     for q = 0, prio - 1 do
+      if wait > 0 then break end
       redis.call('ZREMRANGEBYSCORE', KEYS[4 + q], '-inf', fmt(now))
       if redis.call('ZCARD', KEYS[4 + q]) > 0 then
         wait = window / tonumber(ARGV[3])
@@ -203,7 +211,7 @@ class RateBudget:
                 status, value = await self._acquire(
                     keys=keys,
                     args=[self._now(), int(priority), self.capacity, self.slow_capacity,
-                          self.window, member, self.max_sleep, 1, self._history],
+                          self.window, member, self.max_sleep, self._history],
                 )
                 if int(status) == 0:
                     registered = False  # the script removed our waiting marker
