@@ -72,6 +72,9 @@ class Attempt:
     body: str
 
 
+MAX_ENTITIES_PER_BODY = 100  # about 140 KB of a full lead each: well under 1 MiB
+
+
 def _may_retry(attempt: int, status: int) -> bool:
     """May attempt number ``attempt`` follow a previous answer ``status``? (API.md §7.3)."""
     if attempt in (2, 3):
@@ -117,25 +120,34 @@ class WebhookSender:
         return self.destinations.pop(url, None) is not None
 
     def publish(self, items: Sequence[WebhookItem]) -> None:
-        """Queue one body per subscribed destination holding the items it subscribed to."""
+        """Queue bodies per subscribed destination holding the items it subscribed to.
+
+        A bulk change goes out as several bodies of at most ``MAX_ENTITIES_PER_BODY`` entities
+        (Kommo groups entities per body; the exact grouping is undocumented, see API.md §7.2).
+        """
         for dest in self.destinations.values():
             chosen = [i for i in items if i.setting in dest.settings]
             if dest.disabled or not chosen:
                 continue
-            body = encode_body(self._state, chosen)
-            if self._faults.roll(self._faults.webhook_drop):
-                self.stats["dropped"] += 1
-                continue
-            copies = 1
-            if self._faults.roll(self._faults.webhook_duplicate):
-                copies, self.stats["duplicated"] = 2, self.stats["duplicated"] + 1
-            for _ in range(copies):
-                due = self._clock.now()
-                if self._faults.roll(self._faults.webhook_delay):
-                    due += self._faults.rng.uniform(0, self._faults.webhook_delay_max)
-                    self.stats["delayed"] += 1
-                self._push(Delivery(due, 0, dest.destination, body))
+            for start in range(0, len(chosen), MAX_ENTITIES_PER_BODY):
+                self._queue_body(dest, encode_body(
+                    self._state, chosen[start:start + MAX_ENTITIES_PER_BODY]))
         self._ensure_running()
+
+    def _queue_body(self, dest: Destination, body: str) -> None:
+        """One body for one destination, through the drop / duplicate / delay faults."""
+        if self._faults.roll(self._faults.webhook_drop):
+            self.stats["dropped"] += 1
+            return
+        copies = 1
+        if self._faults.roll(self._faults.webhook_duplicate):
+            copies, self.stats["duplicated"] = 2, self.stats["duplicated"] + 1
+        for _ in range(copies):
+            due = self._clock.now()
+            if self._faults.roll(self._faults.webhook_delay):
+                due += self._faults.rng.uniform(0, self._faults.webhook_delay_max)
+                self.stats["delayed"] += 1
+            self._push(Delivery(due, 0, dest.destination, body))
 
     def pending(self) -> int:
         return len(self._queue) + len(self._inflight)
