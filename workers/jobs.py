@@ -100,7 +100,7 @@ async def process_hints(ctx: dict[str, Any]) -> int:
     token = await hints.acquire_lock(redis, settings)
     if token is None:
         return 0
-    processed = 0
+    processed, started = 0, time.monotonic()
     async with job_edge(w, "process_hints"):
         while token is not None:
             try:
@@ -117,6 +117,7 @@ async def process_hints(ctx: dict[str, Any]) -> int:
             if await hints.pending_count(redis, settings) == 0:
                 break
             token = await hints.acquire_lock(redis, settings)
+    log.info("process_hints: %d ids in %.2fs", processed, time.monotonic() - started)
     return processed
 
 
