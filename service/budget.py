@@ -42,6 +42,11 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+# Calls go a little slower than window/limit apart, so that network jitter between us and Kommo
+# can never squeeze one call too many into Kommo's own one-second window.
+PACING = 1.05
+
+
 class Priority(IntEnum):
     """Lower value wins: webhook-triggered fetches go first, then reconcile, then backfill."""
 
@@ -73,7 +78,7 @@ end
 """
 
 # KEYS: calls, state, breaker, waiting:0, waiting:1, waiting:2
-# ARGV: now, priority, capacity, slow capacity, window, member, max sleep, history
+# ARGV: now, priority, capacity, slow capacity, window, member, max sleep, history, pacing
 _ACQUIRE = _NOW + """
 local prio, cap, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local history = tonumber(ARGV[8])
@@ -87,7 +92,7 @@ else
   if tonumber(redis.call('HGET', KEYS[2], 'slow_until') or '0') > now then
     cap = tonumber(ARGV[4])
   end
-  local gap = window / cap
+  local gap = window / cap * tonumber(ARGV[9])
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - history))
   local since = '(' .. fmt(now - window)
   local used = redis.call('ZCOUNT', KEYS[1], since, '+inf')
@@ -211,7 +216,7 @@ class RateBudget:
                 status, value = await self._acquire(
                     keys=keys,
                     args=[self._now(), int(priority), self.capacity, self.slow_capacity,
-                          self.window, member, self.max_sleep, self._history],
+                          self.window, member, self.max_sleep, self._history, PACING],
                 )
                 if int(status) == 0:
                     registered = False  # the script removed our waiting marker

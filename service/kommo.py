@@ -18,6 +18,7 @@ other 4xx   :class:`KommoBadRequest`
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import random
@@ -96,6 +97,11 @@ def endpoint_of(path: str) -> str:
     return _ID.sub("/{id}", urlsplit(path).path)
 
 
+_ADMITTED: contextvars.ContextVar[Priority | None] = contextvars.ContextVar(
+    "kommo_admitted", default=None
+)
+
+
 class KommoClient:
     """Kommo API v4 calls; each waits for the shared budget at the caller's priority."""
 
@@ -103,6 +109,20 @@ class KommoClient:
                  retry: RetryPolicy = RetryPolicy(), sleep: Sleep | None = None) -> None:
         self.http, self.budget, self.tokens, self.retry = http, budget, tokens, retry
         self._sleep = sleep or budget.sleep
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, priority: Priority) -> AsyncIterator[None]:
+        """Wait for a budget slot first; the task's next call at ``priority`` spends it.
+
+        A caller that gathers work (webhook hints) waits here and then gathers: whatever
+        arrived during the wait rides along in the same call instead of waiting for the next.
+        """
+        await self.budget.acquire(priority)
+        token = _ADMITTED.set(priority)
+        try:
+            yield
+        finally:
+            _ADMITTED.reset(token)
 
     async def get(self, path: str, params: Params | None = None, *,
                   priority: Priority) -> dict[str, Any] | None:
@@ -179,7 +199,10 @@ class KommoClient:
         failures = rate_limited = 0
         refreshed = False
         while True:
-            await self.budget.acquire(priority)
+            if _ADMITTED.get() == priority:
+                _ADMITTED.set(None)  # spend the slot taken by admitted()
+            else:
+                await self.budget.acquire(priority)
             token = await self.tokens.access_token()
             try:
                 resp = await self.http.request(method, path, params=params, json=json,

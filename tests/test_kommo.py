@@ -253,6 +253,22 @@ async def test_a_403_about_rights_is_refused_without_tripping_the_breaker(
     assert len(kommo.requests) == 2
 
 
+async def test_an_admitted_slot_is_spent_by_the_next_call_only(
+    connect: Connect, clock: VirtualClock
+) -> None:
+    kommo = ScriptedKommo(clock, *[ok("leads_list_page1.json")] * 3)
+    async with connect(kommo) as client:
+        async with client.admitted(W):
+            assert (await client.budget.usage()).last_minute == 1  # taken before the call
+            await client.get("/api/v4/leads", priority=W)
+            assert (await client.budget.usage()).last_minute == 1  # ... and spent by it
+            await client.get("/api/v4/leads", priority=W)
+            assert (await client.budget.usage()).last_minute == 2  # the next one waits again
+        await client.get("/api/v4/leads", priority=W)
+        assert (await client.budget.usage()).last_minute == 3
+    assert len(kommo.requests) == 3
+
+
 async def test_a_rejected_long_lived_token_is_never_retried(
     connect: Connect, clock: VirtualClock, caplog: pytest.LogCaptureFixture
 ) -> None:

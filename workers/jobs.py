@@ -129,6 +129,14 @@ async def drain_once(w: Worker) -> int:
     returns is re-checked shortly (its read may lag), then believed.
     """
     redis, settings = w.res.redis, w.res.settings
+    if await hints.pending_count(redis, settings) == 0:
+        return 0
+    async with w.res.require_kommo().admitted(Priority.WEBHOOK):
+        return await _drain_claimed(w)
+
+
+async def _drain_claimed(w: Worker) -> int:
+    redis, settings = w.res.redis, w.res.settings
     leads = await hints.claim(redis, settings, "leads")
     contacts = await hints.claim(redis, settings, "contacts")
     lead_dels = await hints.claim(redis, settings, "lead_deletes")
