@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 OVERLAP = 10  # seconds re-read behind each cursor: same-second edits and lagging lists
 EVENT_OVERLAP = 30  # the events feed lags writes a little more
+SETTLE = 60  # seconds a cursor must stand still before its overlap is no longer re-read
 SLOW_EVERY = 4
 EVENT_TYPES = (
     "lead_deleted", "lead_restored", "contact_deleted", "contact_restored",
@@ -116,13 +117,22 @@ class Reconciler:
         ]
 
     async def stream(self, entity: str) -> int:
-        """Re-read everything updated since the cursor (minus the overlap); return rows fixed."""
+        """Re-read everything updated since the cursor (minus the overlap); return rows fixed.
+
+        Once the cursor has not moved for ``SETTLE`` seconds, the overlap has been re-read many
+        times over, so the read starts just past the cursor: an idle stream costs a 204, not
+        the same rows again and again (which Kommo counts against a client).
+        """
         async with self.res.pool.acquire() as conn:
-            cursor = await store.get_cursor(conn, self.acc, entity)
-        if cursor is None:
+            found = await store.get_cursor_state(conn, self.acc, entity)
+        if found is None:
             return 0
+        cursor, state = found
+        now = time.time()
+        moved_at = float(state.get("moved_at") or now)
+        start = cursor + 1 if now - moved_at > SETTLE else max(0, cursor - OVERLAP)
         params: dict[str, Any] = {
-            "filter[updated_at][from]": max(0, cursor - OVERLAP),
+            "filter[updated_at][from]": start,
             "order[updated_at]": "asc",
             "limit": 250,
         }
@@ -134,8 +144,9 @@ class Reconciler:
             fixed += await self._apply_page(entity, page)
             newest = max([newest, *(int(e.get("updated_at") or 0) for e in page)])
         async with self.res.pool.acquire() as conn:
-            await store.set_cursor(conn, self.acc, entity, newest)
-        CURSOR_LAG.labels(entity).set(max(0.0, time.time() - newest))
+            await store.set_cursor(conn, self.acc, entity, newest,
+                                   {"moved_at": now if newest != cursor else moved_at})
+        CURSOR_LAG.labels(entity).set(max(0.0, now - newest))
         if fixed:
             DRIFT.labels(entity).inc(fixed)
         return fixed
@@ -149,25 +160,31 @@ class Reconciler:
         return len(outcome.contacts_written)
 
     async def events(self) -> int:
-        """Deletes, restores, link and tag changes from the events feed since its cursor."""
+        """Deletes, restores, link and tag changes from the events feed since its cursor.
+
+        Events are read ``EVENT_OVERLAP`` seconds behind the cursor (the feed lags) and told
+        apart by id; as with the streams, a cursor that stood still for ``SETTLE`` seconds is
+        read from just past it.
+        """
         async with self.res.pool.acquire() as conn:
-            cursor = await store.get_cursor(conn, self.acc, "events")
-            state = await conn.fetchval(
-                "SELECT state FROM sync_cursors WHERE account_id = $1 AND name = 'events'",
-                self.acc,
-            )
-        if cursor is None:
+            found_cursor = await store.get_cursor_state(conn, self.acc, "events")
+        if found_cursor is None:
             return 0
-        seen = {str(x) for x in store.json_state(state).get("seen") or []}
-        found = await self.kommo.events(EVENT_TYPES, max(0, cursor - EVENT_OVERLAP),
-                                        priority=Priority.RECONCILE)
+        cursor, state = found_cursor
+        now = time.time()
+        moved_at = float(state.get("moved_at") or now)
+        seen = {str(k): int(v) for k, v in dict(state.get("seen") or {}).items()}
+        start = cursor + 1 if now - moved_at > SETTLE else max(0, cursor - EVENT_OVERLAP)
+        found = await self.kommo.events(EVENT_TYPES, start, priority=Priority.RECONCILE)
         fresh = sorted((e for e in found if str(e["id"]) not in seen),
                        key=lambda e: int(e["created_at"]))
         fixed = await self._apply_events(fresh) if fresh else 0
         newest = max([cursor, *(int(e["created_at"]) for e in found)])
-        keep = [str(e["id"]) for e in found if int(e["created_at"]) >= newest - EVENT_OVERLAP]
+        seen.update({str(e["id"]): int(e["created_at"]) for e in found})
+        keep = {k: v for k, v in seen.items() if v >= newest - EVENT_OVERLAP}
         async with self.res.pool.acquire() as conn:
-            await store.set_cursor(conn, self.acc, "events", newest, {"seen": keep})
+            await store.set_cursor(conn, self.acc, "events", newest, {
+                "seen": keep, "moved_at": now if newest != cursor else moved_at})
         return fixed
 
     async def _apply_events(self, events: Sequence[Entity]) -> int:

@@ -493,6 +493,16 @@ async def analyze(conn: Conn) -> None:
     )
 
 
+async def get_cursor_state(
+    conn: Conn, account_id: int, name: str
+) -> tuple[int, dict[str, Any]] | None:
+    row = await conn.fetchrow(
+        "SELECT value, state FROM sync_cursors WHERE account_id = $1 AND name = $2",
+        account_id, name,
+    )
+    return None if row is None else (int(row["value"]), json_state(row["state"]))
+
+
 async def get_cursor(conn: Conn, account_id: int, name: str) -> int | None:
     value = await conn.fetchval(
         "SELECT value FROM sync_cursors WHERE account_id = $1 AND name = $2", account_id, name

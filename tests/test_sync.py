@@ -152,6 +152,28 @@ async def test_an_idle_tick_costs_at_most_three_calls(
     assert sum(per_tick) / len(per_tick) * 12 <= 36  # calls a minute at a 5 s interval
 
 
+async def test_a_quiet_stream_reads_past_its_cursor_and_still_sees_changes(
+    kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis, engine: Engine
+) -> None:
+    await run_worker_burst(kommo_settings, sim)
+    await engine.reconciler.tick(0)
+    async with pool.acquire() as conn:  # the cursors have stood still for two minutes
+        await conn.execute(
+            "UPDATE sync_cursors SET state = state || '{\"moved_at\": 1}'::jsonb"
+            " WHERE name IN ('leads', 'contacts', 'events')")
+    sim.counters.clear()
+    await engine.reconciler.tick(1)
+    assert sim.counters[("GET /api/v4/leads", 204)] == 1
+    assert sim.counters[("GET /api/v4/contacts", 204)] == 1
+    assert sim.counters[("GET /api/v4/events", 204)] == 1
+    assert sim.counters[("GET /api/v4/leads", 200)] == 0  # nothing re-read
+    lead_id = min(sim.leads)
+    sim.clock.advance(1)
+    sim.update_lead(lead_id, name="changed after a quiet spell")
+    await engine.reconciler.tick(2)
+    assert await differences(pool, sim) == []
+
+
 async def test_faulty_kommo_loses_nothing(
     kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis
 ) -> None:
