@@ -391,11 +391,7 @@ async def missing_contacts(
 
 
 _REFRESH = """
-WITH locked AS (
-    SELECT l.id FROM leads l
-    WHERE l.account_id = $1 AND l.id = ANY($2::bigint[])
-    ORDER BY l.id FOR UPDATE
-), tag_lists AS (
+WITH tag_lists AS (
     SELECT lt.lead_id,
            jsonb_agg(jsonb_build_object('id', t.id, 'name', t.name) ORDER BY t.id) AS tags
     FROM lead_tags lt
@@ -436,10 +432,9 @@ WITH locked AS (
         'contacts', COALESCE(cl.contacts, '[]'::jsonb),
         'custom_fields', l.custom_fields) AS shown
     FROM leads l
-    JOIN locked USING (id)
     LEFT JOIN tag_lists tl ON tl.lead_id = l.id
     LEFT JOIN contact_lists cl ON cl.lead_id = l.id
-    WHERE l.account_id = $1
+    WHERE l.account_id = $1 AND l.id = ANY($2::bigint[])
 ), changed AS (
     SELECT id, shown, old FROM fresh WHERE old IS DISTINCT FROM shown ORDER BY id
 )
@@ -465,7 +460,11 @@ one statement; where it differs from what was last shown, a new version."""
 async def refresh_leads(
     conn: Conn, account_id: int, lead_ids: Collection[int], source: str
 ) -> list[LeadChange]:
-    """Recompute what these leads show; bump versions where it changed; return the changes."""
+    """Recompute what these leads show; bump versions where it changed; return the changes.
+
+    Call it inside the transaction that holds :func:`lock_account`: writers are serialised per
+    account, so what a lead shows is computed from a state no other writer is changing.
+    """
     if not lead_ids:
         return []
     rows = await conn.fetch(_REFRESH, account_id, sorted(set(lead_ids)), source)
