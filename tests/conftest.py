@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -101,6 +102,23 @@ async def redis(redis_url: str, settings: Settings) -> AsyncIterator[Redis]:
     yield client
     await _clear_prefix(client, settings.redis_prefix)
     await client.aclose()
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The web app with its lifespan running, through an in-process transport."""
+    from service.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://web") as web:
+            yield web
+    jobs = await redis.zrange(settings.key("arq:queue"), 0, -1)  # arq's job keys are global
+    if jobs:
+        await redis.delete(*(b"arq:job:" + j for j in jobs))
 
 
 async def _clear_prefix(client: Redis, prefix: str) -> None:

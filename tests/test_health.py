@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from conftest import WEBHOOK_SECRET, WS_TOKEN
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from service.app import create_app
 from service.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kommo" / "webhooks"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
-
-
-@pytest.fixture
-async def client(
-    settings: Settings, pool: asyncpg.Pool, redis: Redis
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
-            yield client
-    jobs = await redis.zrange(settings.key("arq:queue"), 0, -1)  # arq's job keys are global
-    if jobs:
-        await redis.delete(*(b"arq:job:" + j for j in jobs))
 
 
 async def reconciled(redis: Redis, settings: Settings, seconds_ago: float) -> None:

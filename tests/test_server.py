@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
-import asyncpg
 import httpx
-import pytest
-from redis.asyncio import Redis
 
-from service.app import create_app
 from service.server import redact_access_log
-from service.settings import Settings
 
 
 def _render(logger: str, msg: str, *args: object) -> str:
@@ -34,17 +28,6 @@ def test_access_log_hides_webhook_secret_and_tokens() -> None:
     line = _render("uvicorn.error", '%s - "WebSocket %s" [accepted]', "127.0.0.1:5000",
                    "/ws?token=sekrit-token")
     assert "sekrit" not in line and "/ws?token=***" in line
-
-
-@pytest.fixture
-async def client(
-    settings: Settings, pool: asyncpg.Pool, redis: Redis
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
-            yield client
 
 
 async def test_live_page_is_served_self_contained(client: httpx.AsyncClient) -> None:
