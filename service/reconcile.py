@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,16 +131,8 @@ class Reconciler:
         now = time.time()
         moved_at = float(state.get("moved_at") or now)
         start = cursor + 1 if now - moved_at > SETTLE else max(0, cursor - OVERLAP)
-        params: dict[str, Any] = {
-            "filter[updated_at][from]": start,
-            "order[updated_at]": "asc",
-            "limit": 250,
-        }
-        if entity == "leads":
-            params["with"] = "contacts"
         newest, fixed = cursor, 0
-        async for page in self.kommo.pages(f"/api/v4/{entity}", params, entity,
-                                           priority=Priority.RECONCILE):
+        async for page in self._changed_since(entity, start):
             fixed += await self._apply_page(entity, page)
             newest = max([newest, *(int(e.get("updated_at") or 0) for e in page)])
         async with self.res.pool.acquire() as conn:
@@ -150,6 +142,31 @@ class Reconciler:
         if fixed:
             DRIFT.labels(entity).inc(fixed)
         return fixed
+
+    async def _changed_since(self, entity: str, start: int) -> AsyncIterator[list[Entity]]:
+        """Everything updated at or after ``start``, ascending, immune to page drift.
+
+        Page numbers drift while data changes: a row updated during the scan moves to the end,
+        every later row moves up one place, and one of them slips into a page already read.
+        So each page restarts the query at the newest ``updated_at`` seen so far (inclusive;
+        re-reads are harmless); only a full page inside a single second pages on by number.
+        """
+        page_no = 1
+        while True:
+            params: dict[str, Any] = {"filter[updated_at][from]": start,
+                                      "order[updated_at]": "asc", "limit": 250, "page": page_no}
+            if entity == "leads":
+                params["with"] = "contacts"
+            data = await self.kommo.get(f"/api/v4/{entity}", params,
+                                        priority=Priority.RECONCILE)
+            items = list(((data or {}).get("_embedded") or {}).get(entity) or [])
+            if not items:
+                return
+            yield items
+            if "next" not in ((data or {}).get("_links") or {}):
+                return
+            last = max(int(e.get("updated_at") or 0) for e in items)
+            start, page_no = (last, 1) if last > start else (start, page_no + 1)
 
     async def _apply_page(self, entity: str, page: Sequence[Entity]) -> int:
         if entity == "leads":

@@ -174,6 +174,39 @@ async def test_a_quiet_stream_reads_past_its_cursor_and_still_sees_changes(
     assert await differences(pool, sim) == []
 
 
+class ChangesDuringScan(httpx.ASGITransport):
+    """Kommo's data changes between two pages of one scan (after the first list page)."""
+
+    def __init__(self, sim: Simulator, lead_id: int) -> None:
+        super().__init__(app=sim.app)
+        self.sim, self.lead_id, self.done = sim, lead_id, False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if not self.done and "filter%5Bupdated_at%5D" in str(request.url):
+            self.done = True
+            self.sim.clock.advance(1000)
+            self.sim.update_lead(self.lead_id, name="moved to the end of the scan")
+        return response
+
+
+async def test_a_scan_loses_no_row_when_pages_drift(
+    kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    sim = Simulator(SimConfig(seed=8, leads=600, contacts=50, token=SIM_TOKEN, clock_speed=0,
+                              rate_limit=RateLimitConfig(rate=0)))
+    await run_worker_burst(kommo_settings, sim)
+    ids = sorted(sim.leads)
+    for i, lead_id in enumerate(ids):  # 600 changes, one a second: a three-page scan
+        sim.clock.advance(1)
+        sim.update_lead(lead_id, price=100_000 + i)
+    transport = ChangesDuringScan(sim, ids[5])  # a row of the first page moves to the end
+    async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
+        await Reconciler(Mirror(res, sim.config.account_id)).stream("leads")
+    assert transport.done
+    assert await differences(pool, sim) == []
+
+
 async def test_faulty_kommo_loses_nothing(
     kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis
 ) -> None:
