@@ -276,18 +276,20 @@ class Reconciler:
     async def sweep(self, entity: str) -> int:
         """One page of the id sweep: ids Kommo lists that we lack, and ids we hold in that
         range that Kommo no longer lists. A missing id is tombstoned only after a direct
-        by-id read confirms it is gone (a listing can be partial; a by-id read is not)."""
+        by-id read confirms it is gone (a listing can be partial; a by-id read is not).
+        Each page's range starts right after the previous page's last id, so an id that page
+        drift moved between two pages is still compared."""
         async with self.res.pool.acquire() as conn:
-            page_no = await store.get_cursor(conn, self.acc, f"sweep_{entity}") or 1
+            found = await store.get_cursor_state(conn, self.acc, f"sweep_{entity}")
+        page_no, after = (found[0], int(found[1].get("after", 0))) if found else (1, 0)
         params: dict[str, Any] = {"order[id]": "asc", "limit": 250, "page": page_no}
         data = await self.kommo.get(f"/api/v4/{entity}", params, priority=Priority.RECONCILE)
         listed = [int(e["id"]) for e in ((data or {}).get("_embedded") or {}).get(entity) or []]
+        last_page = "next" not in ((data or {}).get("_links") or {})
         fixed = 0
         if listed:
-            low, high = min(listed), max(listed)
-            if page_no == 1:
-                low = 0
-            last_page = "next" not in ((data or {}).get("_links") or {})
+            low = 0 if page_no == 1 else after + 1
+            high = max(listed)
             async with self.res.pool.acquire() as conn:
                 rows = await conn.fetch(
                     f"""SELECT id FROM {entity} WHERE account_id = $1 AND NOT is_deleted
@@ -295,13 +297,12 @@ class Reconciler:
                     self.acc, low, last_page, high,
                 )
             ours = {r["id"] for r in rows}
-            suspects = sorted(ours - set(listed))
-            lacking = sorted(set(listed) - ours)
-            fixed = await self._settle(entity, suspects, lacking)
-        next_page = 1 if not listed or "next" not in ((data or {}).get("_links") or {}) else (
-            page_no + 1)
+            fixed = await self._settle(entity, sorted(ours - set(listed)),
+                                       sorted(set(listed) - ours))
+        done = not listed or last_page
         async with self.res.pool.acquire() as conn:
-            await store.set_cursor(conn, self.acc, f"sweep_{entity}", next_page)
+            await store.set_cursor(conn, self.acc, f"sweep_{entity}", 1 if done else page_no + 1,
+                                   {"after": 0 if done else max(listed)})
         return fixed
 
     async def _settle(self, entity: str, suspects: list[int], lacking: list[int]) -> int:

@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from kommo_sim import RateLimitConfig, SimConfig, Simulator, random_mutation
+from service import store
 from service.budget import Priority
 from service.reconcile import Reconciler
 from service.resources import Resources, open_resources
@@ -205,6 +206,25 @@ async def test_a_scan_loses_no_row_when_pages_drift(
         await Reconciler(Mirror(res, sim.config.account_id)).stream("leads")
     assert transport.done
     assert await differences(pool, sim) == []
+
+
+async def test_the_id_sweep_finds_what_events_and_webhooks_missed(
+    kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis, engine: Engine
+) -> None:
+    await run_worker_burst(kommo_settings, sim)
+    ids = sorted(sim.leads)
+    gone, lost = ids[300], ids[1500]
+    sim.delete_lead(gone)
+    sim.events.events.clear()  # the deletion never shows up in the events feed
+    async with pool.acquire() as conn:  # and a row the mirror never got
+        await conn.execute("DELETE FROM leads WHERE id = $1", lost)
+    assert len(await differences(pool, sim)) == 2
+    for _ in range(8):  # 2,000 leads: eight pages of ids
+        await engine.reconciler.sweep("leads")
+    assert await differences(pool, sim) == []
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT is_deleted FROM leads WHERE id = $1", gone) is True
+        assert await store.get_cursor(conn, sim.config.account_id, "sweep_leads") == 1
 
 
 async def test_faulty_kommo_loses_nothing(
