@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -82,4 +83,8 @@ async def run_forever(sim: Simulator, host: str, port: int, changes_per_second: 
     """Serve until the process is interrupted."""
     async with serve(sim, host, port, changes_per_second) as base_url:
         logger.info("simulator ready at %s (account %s)", base_url, sim.config.account_id)
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # ours, set after uvicorn's: Ctrl-C stops
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
