@@ -85,7 +85,8 @@ class RetryPolicy:
     max_delay: float = 20.0
     rate_limited_attempts: int = 5  # 429 answers tolerated per call
     default_retry_after: float = 5.0  # 429 without a JSON retry_after
-    breaker_seconds: float = 900.0
+    breaker_seconds: float = 900.0  # after a 403 block
+    unpaid_seconds: float = 600.0  # after a 402: try again in ten minutes
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max_delay, base * 2**attempt)]."""
@@ -230,7 +231,8 @@ class KommoClient:
                     raise KommoAuthError(f"{what} after a token refresh", status=401)
                 await self.tokens.refresh(token)
                 refreshed = True
-            elif status == 402:
+            elif status == 402:  # the account's subscription ended: pause everyone, loudly
+                await self.budget.trip_breaker(retry.unpaid_seconds, f"{what}: payment required")
                 raise KommoPaymentRequired(f"{what}: payment required", status=402)
             elif status == 403 and _missing_rights(endpoint, resp):
                 raise KommoBadRequest(f"{what}: the token lacks the rights ({_detail(resp)})",

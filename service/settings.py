@@ -73,6 +73,7 @@ class Settings:
     log_level: str = "INFO"
     worker_metrics_port: int | None = None
     public_url: str | None = None
+    kommo_subdomain: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], needs: Needs = Needs.NOTHING) -> Settings:
@@ -132,6 +133,7 @@ class Settings:
             log_level=log_level,
             worker_metrics_port=r.integer("WORKER_METRICS_PORT", None, low=1, high=65535),
             public_url=(r.url_plain("PUBLIC_URL") or "").rstrip("/") or None,
+            kommo_subdomain=sub.lower() if sub else None,
         )
 
     def key(self, name: str) -> str:

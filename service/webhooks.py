@@ -295,6 +295,7 @@ def webhook_routes(web: Web) -> list[Route]:
     configured = web.settings.webhook_secret
     expected = configured.value.encode() if configured is not None else None
     account_id = web.settings.kommo_account_id
+    subdomain = web.settings.kommo_subdomain
     limit = web.settings.webhook_max_bytes
 
     async def kommo_webhook(request: Request) -> Response:
@@ -316,7 +317,8 @@ def webhook_routes(web: Web) -> list[Route]:
                 hints = parse_webhook(body)
             except WebhookParseError as exc:
                 raise _Rejected(400, "unparseable", str(exc)) from None
-            if account_id is not None and hints.account_id not in (None, account_id):
+            if (account_id is not None and hints.account_id not in (None, account_id)) or (
+                    subdomain is not None and hints.subdomain not in (None, subdomain)):
                 raise _Rejected(403, "wrong_account", "webhook is for another Kommo account")
         except _Rejected as exc:
             WEBHOOKS_REJECTED.labels(exc.reason).inc()

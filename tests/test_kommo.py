@@ -298,6 +298,19 @@ async def test_other_rejections_are_not_retried(
     assert TOKEN not in str(caught.value) and "?" not in str(caught.value)
 
 
+async def test_an_unpaid_account_pauses_every_call(connect: Connect, clock: VirtualClock) -> None:
+    kommo = ScriptedKommo(clock, error(402, "402_payment_required.json"),
+                          ok("leads_list_page1.json"))
+    async with connect(kommo) as client:
+        with pytest.raises(KommoPaymentRequired):
+            await client.get("/api/v4/leads", priority=W)
+        breaker = await client.budget.breaker()
+        assert breaker is not None and "payment required" in breaker.reason
+        with pytest.raises(KommoBlocked):  # no second call while the account is unpaid
+            await client.get("/api/v4/leads", priority=W)
+    assert len(kommo.requests) == 1
+
+
 async def test_ids_are_fetched_in_chunks_of_250(connect: Connect, clock: VirtualClock) -> None:
     kommo = ScriptedKommo(clock, empty(), empty(), empty(), empty())
     async with connect(kommo) as client:

@@ -414,3 +414,22 @@ def test_access_log_path_is_redacted() -> None:
     untouched = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", ("/healthz",), None)
     RedactWebhookPath().filter(untouched)
     assert untouched.getMessage() == "/healthz"
+
+
+async def test_a_body_for_another_subdomain_is_refused(env: dict[str, str], redis: Redis) -> None:
+    settings = Settings.from_env({**env, "KOMMO_SUBDOMAIN": "examplecorp"}, Needs.DATABASE
+                                 | Needs.REDIS | Needs.WEB)
+    app = create_app(settings)
+    assert settings.webhook_secret is not None
+    path = f"/webhooks/kommo/{settings.webhook_secret.value}"
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://web") as client:
+        other = await client.post(path, content=b"account[subdomain]=rival&leads[add][0][id]=7",
+                                  headers=FORM)
+        ours = await client.post(path, content=b"account[subdomain]=examplecorp"
+                                 b"&leads[add][0][id]=7", headers=FORM)
+    assert other.status_code == 403 and ours.status_code == 200
+    assert await redis.zscore(settings.key("hints:leads"), "7") is not None
+    jobs = await redis.zrange(settings.key("arq:queue"), 0, -1)  # arq's job keys are global
+    if jobs:
+        await redis.delete(*(b"arq:job:" + j for j in jobs))
