@@ -172,6 +172,10 @@ async def _drain_claimed(w: Worker) -> int:
             lagging = [c for c in items if c[0] in seen]  # still readable right after a delete
         else:
             lagging = [c for c in items if c[2] and seen.get(c[0], 0) < c[2]]
+        settled = [c[0] for c in items if c not in lagging]
+        if settled:  # a later lag of the same id starts counting afresh
+            tries = settings.key(f"hints:lag_tries:{kind}")
+            await redis.hdel(tries, *map(str, settled))  # type: ignore[misc]
         retry = await _still_worth_retrying(w, kind, [c[0] for c in lagging])
         await hints.retry_later(redis, settings, kind, [c for c in lagging if c[0] in retry],
                                 LAG_RETRY_S)
