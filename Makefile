@@ -10,12 +10,12 @@ PYTEST_ARGS ?=
 .PHONY: run test check lint types install bench e2e clean lock
 
 run: $(STAMP)
-	$(BIN)/kommo-sync dev
+	$(BIN)/python -m devenv run
 
 test: $(STAMP) check
 	$(BIN)/python -m devenv -- $(BIN)/python -m pytest -p no:cacheprovider -m 'not e2e' $(PYTEST_ARGS)
 
-# `kommo-sync dev` end to end with embedded services and a headless Chromium (installed if missing).
+# `make run` end to end with embedded services and a headless Chromium (installed if missing).
 e2e: $(STAMP)
 	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 	$(BIN)/python -m pytest -p no:cacheprovider -m e2e $(PYTEST_ARGS)

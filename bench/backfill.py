@@ -1,6 +1,6 @@
 """Issue #4: the backfill at Kommo's real limit, and issue #5's priority probe during it.
 
-Processes as in production, on loopback: the simulator (``kommo-sync sim``, 100,000 leads and
+Processes as in production, on loopback: the simulator (``python -m kommo_sim``, 100,000 leads and
 50,000 contacts, 7 requests/s), the web process (``kommo-sync web``, which receives the
 simulator's webhooks) and one worker (``kommo-sync worker`` with ``KOMMO_RATE_LIMIT=7``, which
 queues the backfill at start-up). The worker is started through ``_worker`` below: the same
@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import importlib
 import json
 import math
 import os
@@ -57,13 +58,16 @@ from bench.common import (
     vm_hwm_mb,
     wait_http,
 )
+from service.keys import Keys
 
 BENCH = "backfill (#4)"
 RATE = 7
 STATS_ENV = "BENCH_STATS_KEY"
-STORE_FUNCTIONS = ("lock_account", "upsert_leads", "upsert_contacts", "upsert_tags", "analyze",
-                   "_replace_tags", "_replace_lead_contacts", "_replace_phones", "tombstone",
-                   "leads_showing_contacts", "leads_with_tags", "refresh_leads")
+STORE_FUNCTIONS = {  # module of service.store -> the functions timed in it
+    "entities": ("upsert", "tombstone", "analyze"),
+    "links": ("upsert_tags", "_replace_tags", "_replace_links", "_replace_phones"),
+    "leadview": ("lock_account", "leads_showing", "leads_with_tags", "refresh_leads"),
+}
 
 
 # ---------------------------------------------------------------- the instrumented worker
@@ -72,12 +76,12 @@ STORE_FUNCTIONS = ("lock_account", "upsert_leads", "upsert_contacts", "upsert_ta
 def instrumented_worker() -> int:
     """``kommo-sync worker`` with timers around ``Mirror.apply`` and the store functions."""
     from service import store
-    from service.backfill import Backfill
-    from service.budget import Priority, RateBudget
     from service.cli import main as cli_main
-    from service.kommo import KommoClient
-    from service.store import LeadChange
-    from service.sync import Batch, Mirror, Outcome
+    from service.kommo.budget import Priority, RateBudget
+    from service.kommo.wire import Wire
+    from service.store.leadview import LeadChange
+    from service.sync.backfill import Backfill
+    from service.sync.mirror import Batch, Mirror, Outcome
 
     key = os.environ[STATS_ENV]
     spent: collections.defaultdict[str, float] = collections.defaultdict(float)
@@ -92,11 +96,13 @@ def instrumented_worker() -> int:
                 spent[f"fn:{name}"] += time.perf_counter() - started
         return wrapper
 
-    for name in STORE_FUNCTIONS:
-        if hasattr(store, name):  # the store evolves: time what exists
-            setattr(store, name, timed(name, getattr(store, name)))
+    for module_name, names in STORE_FUNCTIONS.items():
+        module = importlib.import_module(f"{store.__name__}.{module_name}")
+        for name in names:
+            if hasattr(module, name):  # the store evolves: time what exists
+                setattr(module, name, timed(name, getattr(module, name)))
     apply, publish, run = Mirror.apply, Mirror.publish, Backfill.run
-    acquire, call = RateBudget.acquire, KommoClient._call
+    acquire, call = RateBudget.acquire, Wire.call
 
     async def timed_acquire(self: RateBudget, priority: Priority = Priority.WEBHOOK) -> float:
         started = time.perf_counter()
@@ -105,7 +111,7 @@ def instrumented_worker() -> int:
         finally:
             spent[f"budget_wait:{priority.name}"] += time.perf_counter() - started
 
-    async def timed_call(self: KommoClient, method: str, path: str, priority: Priority,
+    async def timed_call(self: Wire, method: str, path: str, priority: Priority,
                          **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
@@ -131,7 +137,7 @@ def instrumented_worker() -> int:
         pipe = self.res.redis.pipeline(transaction=False)
         pipe.hincrbyfloat(key, f"{source}:apply_s", elapsed)
         pipe.hincrbyfloat(key, f"{source}:publish_s", acc[0])
-        pipe.hincrby(key, f"{source}:rows", len(batch.leads) + len(batch.contacts))
+        pipe.hincrby(key, f"{source}:rows", sum(len(r) for r in batch.records.values()))
         pipe.hincrby(key, f"{source}:batches", 1)
         for name, seconds in spent.items():
             pipe.hincrbyfloat(key, name, seconds)
@@ -139,10 +145,10 @@ def instrumented_worker() -> int:
         await pipe.execute()
         return outcome
 
-    async def timed_run(self: Backfill, *, restart: bool = False) -> Any:
+    async def timed_run(self: Backfill, *, restart: bool = False, tick: Any = None) -> Any:
         await self.res.redis.hset(key, "started", repr(time.time()))  # type: ignore[misc]
         try:
-            return await run(self, restart=restart)
+            return await run(self, restart=restart, tick=tick)
         finally:
             await self.res.redis.hset(key, "finished", repr(time.time()))  # type: ignore[misc]
 
@@ -150,7 +156,7 @@ def instrumented_worker() -> int:
     Mirror.publish = timed_publish  # type: ignore[method-assign]
     Backfill.run = timed_run  # type: ignore[method-assign]
     RateBudget.acquire = timed_acquire  # type: ignore[method-assign]
-    KommoClient._call = timed_call  # type: ignore[method-assign]
+    Wire.call = timed_call  # type: ignore[method-assign]
     return cli_main(["worker"])
 
 
@@ -272,7 +278,7 @@ async def run(quick: bool) -> Report:
                 await wait_http(f"{sim_url}/_sim/counters", sim, 180, auth)
                 await wait_http(f"{web_url}/healthz", web)
                 await control.reset_counters()
-                async with Probes(redis, s.key("lead_update"), control) as probes, \
+                async with Probes(redis, Keys(s.prefix).lead_update, control) as probes, \
                         running("backfill-worker", [PYTHON, "-m", "bench.backfill", "_worker"],
                                 env) as worker, RssSampler(worker.pid) as rss:
                     deadline = time.monotonic() + (120 if quick else 420)

@@ -38,9 +38,11 @@ from bench.common import (
     main,
     scratch,
 )
+from devenv.asgi import lifespan
 from kommo_sim import SimConfig, Simulator
-from service.app import create_app
+from service.keys import Keys
 from service.settings import Needs, Settings
+from service.web.app import create_app
 from workers.main import worker_options
 
 BENCH = "coalescing (#5)"
@@ -122,11 +124,10 @@ async def run(quick: bool) -> Report:
     async with scratch("coalescing") as s:
         env = s.env(KOMMO_BASE_URL="http://kommo.test", KOMMO_RATE_LIMIT="7")
         settings = Settings.from_env(env, Needs.DATABASE | Needs.REDIS | Needs.KOMMO | Needs.WEB)
-        app = create_app(settings)
         redis = Redis.from_url(s.redis_url)
         pool = await asyncpg.create_pool(s.db_url, min_size=1, max_size=2)
         try:
-            async with app.router.lifespan_context(app):
+            async with lifespan(create_app(settings)) as app:
                 sim = Simulator(SimConfig(seed=5, leads=2000, contacts=1000, token=s.sim_token,
                                           webhooks=[f"http://sync.test{s.hook_path()}"]),
                                 webhook_transport=httpx.ASGITransport(app=app))
@@ -141,7 +142,7 @@ async def run(quick: bool) -> Report:
                         sim.counters.clear()
                         attempts = len(sim.webhooks.attempts)
                         started = time.monotonic()
-                        async with Published(redis, s.key("lead_update")) as published:
+                        async with Published(redis, Keys(s.prefix).lead_update) as published:
                             if live:
                                 async with worker_running(settings, sim):
                                     for i in range(0, n, size):

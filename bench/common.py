@@ -30,7 +30,7 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 
-from service.migrations import migrate
+from service.store.migrations import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -353,8 +353,8 @@ async def wait_http(url: str, proc: Proc, timeout: float = 60.0,
 
 def sim_args(port: int, token: str, leads: int, contacts: int,
              webhooks: Sequence[str] = ()) -> list[str]:
-    """``kommo-sync sim``: the simulator as a process, at Kommo's real limit (7 requests/s)."""
-    args = [PYTHON, "-m", "service", "sim", "--port", str(port), "--token", token,
+    """``python -m kommo_sim``: the simulator as a process, at Kommo's real limit (7 requests/s)."""
+    args = [PYTHON, "-m", "kommo_sim", "--port", str(port), "--token", token,
             "--leads", str(leads), "--contacts", str(contacts)]
     for url in webhooks:
         args += ["--webhook", url]

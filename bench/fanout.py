@@ -53,9 +53,9 @@ async def run_server() -> None:
     import uvicorn
     from prometheus_client import REGISTRY
 
-    from service import gateway
-    from service.app import create_app
+    from service.gateway import hub as gateway
     from service.settings import Needs, Settings
+    from service.web.app import create_app
 
     _raise_fd_limit()
     settings = Settings.from_env(os.environ, Needs.DATABASE | Needs.REDIS)
@@ -361,7 +361,7 @@ async def orchestrate(args: argparse.Namespace) -> None:
     import asyncpg
     from redis.asyncio import Redis
 
-    from service.migrations import migrate
+    from service.store.migrations import migrate
 
     admin_url = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
     redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"

@@ -1,6 +1,6 @@
 """Issue #5: from a change in Kommo to the consumer's ``lead_update``, at 50 changes a second.
 
-Processes as in production, on loopback: the simulator (``kommo-sync sim``, 2,000 leads, 1,000
+Processes as in production, on loopback: the simulator (``python -m kommo_sim``, 2,000 leads, 1,000
 contacts, 7 requests/s) sending its webhooks to ``kommo-sync web``, and one ``kommo-sync
 worker`` (``KOMMO_RATE_LIMIT=7``, ``RECONCILE_INTERVAL=5``). The consumer is a WebSocket client
 on the gateway's ``/ws`` (and, alongside, a plain Redis subscriber on ``lead_update``).
@@ -44,6 +44,7 @@ from bench.common import (
     wait_backfilled,
     wait_http,
 )
+from service.keys import Keys
 
 BENCH = "freshness (#5)"
 RATE = 50.0
@@ -151,9 +152,12 @@ async def run(quick: bool) -> Report:
                 await wait_backfilled(s.db_url, 120, worker)
                 await asyncio.sleep(6)  # the backfill's own messages have gone by
                 readers = [
-                    asyncio.create_task(consumer.read_ws(
-                        f"ws://127.0.0.1:{web_port}/ws?token={s.ws_token}")),
-                    asyncio.create_task(consumer.read_redis(redis, s.key("lead_update"))),
+                    asyncio.create_task(
+                        consumer.read_ws(f"ws://127.0.0.1:{web_port}/ws?token={s.ws_token}")
+                    ),
+                    asyncio.create_task(
+                        consumer.read_redis(redis, Keys(s.prefix).lead_update)
+                    ),
                 ]
                 await asyncio.sleep(0.5)
                 ids = list(range(FIRST_LEAD_ID, FIRST_LEAD_ID + 2 * per_phase))
@@ -175,10 +179,24 @@ async def run(quick: bool) -> Report:
     poll_ws, poll_lost = polled.ws, polled.lost
     label = f"{RATE:g} changes/s for {seconds:g} s"
     rows = [
-        Row(BENCH, f"change → lead_update on /ws, p50, {label}", _ms(ws, 0.5), "ms",
-            _ms(poll_ws, 0.5), "webhooks off: 5 s polling", at_most(100, "ms")),
-        Row(BENCH, f"change → lead_update on /ws, p99, {label}", _ms(ws, 0.99), "ms",
-            _ms(poll_ws, 0.99), "webhooks off: 5 s polling", at_most(300, "ms")),
+        Row(
+            BENCH,
+            f"change → lead_update on /ws, p50, {label}",
+            _ms(ws, 0.5),
+            "ms",
+            _ms(poll_ws, 0.5),
+            "webhooks off: 5 s polling",
+            at_most(100, "ms"),
+        ),
+        Row(
+            BENCH,
+            f"change → lead_update on /ws, p99, {label}",
+            _ms(ws, 0.99),
+            "ms",
+            _ms(poll_ws, 0.99),
+            "webhooks off: 5 s polling",
+            at_most(300, "ms"),
+        ),
     ]
     if lost:
         rows[-1].problem = f"{lost} of {per_phase} never delivered"

@@ -1,6 +1,6 @@
 """Issue #4: what reconcile costs in Kommo calls when nothing changes.
 
-The simulator (``kommo-sync sim``, 2,000 leads, 1,000 contacts) and one worker
+The simulator (``python -m kommo_sim``, 2,000 leads, 1,000 contacts) and one worker
 (``kommo-sync worker``) as processes. After the backfill, the simulator's request counters are
 reset right after a tick has finished and read right after the N-th following tick has
 finished (N = 24, a whole rotation of the slow items; 12 with ``--quick``), with
@@ -33,6 +33,7 @@ from bench.common import (
     wait_backfilled,
     wait_http,
 )
+from service.keys import Keys
 
 BENCH = "idle reconcile (#4)"
 
@@ -55,7 +56,7 @@ async def run(quick: bool) -> Report:
         env = s.env(KOMMO_BASE_URL=sim_url, KOMMO_RATE_LIMIT="7", RECONCILE_INTERVAL="1")
         redis = Redis.from_url(s.redis_url)
         control = SimControl(sim_url, s.sim_token)
-        runs_key = s.key("reconcile:runs")
+        runs_key = Keys(s.prefix).reconcile_runs
         try:
             async with running("idle-sim", sim_args(sim_port, s.sim_token, 2000, 1000),
                                env) as sim:

@@ -76,8 +76,8 @@ def baseline_app() -> Starlette:
 def _configure_logging() -> None:
     """What ``kommo-sync web`` does in each process: its log format, level and redaction."""
     from service.logs import configure_logging
-    from service.server import redact_access_log
     from service.settings import Settings
+    from service.web.server import redact_access_log
 
     configure_logging(Settings.from_env(os.environ), process="baseline")
     redact_access_log()

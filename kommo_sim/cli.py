@@ -1,4 +1,4 @@
-"""``kommo-sync sim``: run the simulator as a process (demo mode, manual testing)."""
+"""``python -m kommo_sim``: run the simulator as a process (demo mode, manual testing)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ logger = logging.getLogger(__name__)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kommo-sync sim", description="Run the Kommo API simulator.")
+    p = argparse.ArgumentParser(
+        prog="python -m kommo_sim", description="Run the Kommo API simulator."
+    )
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--token", required=True, help="the long-lived bearer token it accepts")
     p.add_argument("--host", default="127.0.0.1")
@@ -26,10 +28,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=5)
     p.add_argument("--account-id", type=int, default=31000001)
     p.add_argument("--subdomain", default="examplecorp")
-    p.add_argument("--webhook", action="append", default=[], metavar="URL",
-                   help="subscribe this destination to every lead and contact event")
-    p.add_argument("--changes-per-second", type=float, default=0.0,
-                   help="apply random changes at this rate (demo mode)")
+    p.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="subscribe this destination to every lead and contact event",
+    )
+    p.add_argument(
+        "--changes-per-second",
+        type=float,
+        default=0.0,
+        help="apply random changes at this rate (demo mode)",
+    )
     return p
 
 
@@ -37,12 +48,26 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     started = time.perf_counter()
-    sim = Simulator(SimConfig(
-        seed=args.seed, leads=args.leads, contacts=args.contacts, tags=args.tags,
-        pipelines=args.pipelines, users=args.users, token=args.token,
-        account_id=args.account_id, subdomain=args.subdomain, webhooks=args.webhook))
-    logger.info("generated %d leads and %d contacts in %.2fs", args.leads, args.contacts,
-                time.perf_counter() - started)
+    sim = Simulator(
+        SimConfig(
+            seed=args.seed,
+            leads=args.leads,
+            contacts=args.contacts,
+            tags=args.tags,
+            pipelines=args.pipelines,
+            users=args.users,
+            token=args.token,
+            account_id=args.account_id,
+            subdomain=args.subdomain,
+            webhooks=args.webhook,
+        )
+    )
+    logger.info(
+        "generated %d leads and %d contacts in %.2fs",
+        args.leads,
+        args.contacts,
+        time.perf_counter() - started,
+    )
     try:
         asyncio.run(run_forever(sim, args.host, args.port, args.changes_per_second))
     except KeyboardInterrupt:

@@ -1,22 +1,28 @@
 """``kommo-sync``: the command-line entry point of every process.
 
 Settings are built here, once per process, and a configuration error stops the process with one
-line that names the variable (exit code 2).
+line that names the variable (exit code 2). Commands that print for a person print here; the
+work itself is in :mod:`service.sync` and :mod:`service.web`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import asyncpg
+from tqdm import tqdm
 
-from service.errors import KommoRejected
+from service.kinds import CONTACTS, LEADS
+from service.kommo.budget import Priority
+from service.kommo.errors import KommoRejected
 from service.logs import configure_logging
 from service.settings import ConfigError, Needs, Settings
 
@@ -24,11 +30,7 @@ log = logging.getLogger("kommo_sync")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["sim"]:  # the simulator parses its own options (REMAINDER can't start with one)
-        args = argparse.Namespace(run=_sim, sim_args=argv[1:])
-    else:
-        args = _parser().parse_args(argv)
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     command: Callable[[argparse.Namespace], int] = args.run
     try:
         return command(args)
@@ -69,13 +71,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("install", "check", "uninstall"))
     p.add_argument("--url", help="public base URL of the web process, e.g. https://sync.example.com")
     p.set_defaults(run=_webhooks)
-
-    p = sub.add_parser("sim", help="run the bundled Kommo simulator", add_help=False)
-    p.add_argument("sim_args", nargs=argparse.REMAINDER)
-    p.set_defaults(run=_sim)
-
-    p = sub.add_parser("dev", help="run everything locally (what `make run` does)")
-    p.set_defaults(run=_dev)
     return parser
 
 
@@ -89,11 +84,15 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coro)
 
 
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
 def _migrate(args: argparse.Namespace) -> int:
     settings = _settings(Needs.DATABASE, "release")
 
     async def go() -> int:
-        from service.migrations import migrate
+        from service.store.migrations import migrate
 
         conn = await asyncpg.connect(settings.database_dsn)
         try:
@@ -108,7 +107,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _web(args: argparse.Namespace) -> int:
     settings = _settings(Needs.DATABASE | Needs.REDIS | Needs.WEB, "web")
-    from service.server import serve
+    from service.web.server import serve
 
     return serve(settings, host=args.host, workers=args.workers)
 
@@ -122,34 +121,84 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _backfill(args: argparse.Namespace) -> int:
     settings = _settings(Needs.DATABASE | Needs.REDIS | Needs.KOMMO, "backfill")
-    from service.backfill import run_backfill_command
 
-    return _run(run_backfill_command(settings, restart=args.restart))
+    async def go() -> int:
+        from service.resources import open_sync_resources
+        from service.sync import locks
+        from service.sync.backfill import Backfill
+        from service.sync.mirror import Mirror, resolve_account_id
+
+        async with open_sync_resources(settings) as res:
+            backfill = Backfill(Mirror(res, await resolve_account_id(res)))
+            async with locks.held(res.redis, res.keys.backfill_lock) as mine:
+                if not mine:
+                    log.error("a backfill is already running in another process")
+                    return 1
+                if sys.stderr.isatty():
+                    totals = {k.name: await backfill.pages(k) for k in (CONTACTS, LEADS)}
+                    with _bars(totals) as tick:
+                        progress = await backfill.run(restart=args.restart, tick=tick)
+                else:
+                    progress = await backfill.run(restart=args.restart)
+        _out(f"backfill {progress.stage}: {progress.rows} rows")
+        return 0
+
+    return _run(go())
+
+
+@contextlib.contextmanager
+def _bars(totals: dict[str, int]) -> Iterator[Callable[[str, int], None]]:
+    """One progress bar per stage of the backfill, on the terminal."""
+    bars: dict[str, tqdm[Any]] = {}
+
+    def tick(stage: str, rows: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = tqdm(total=totals.get(stage), desc=f"backfill {stage}", unit="page",
+                               dynamic_ncols=True)
+        bars[stage].update(1)
+
+    try:
+        yield tick
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 def _status(args: argparse.Namespace) -> int:
     settings = _settings(Needs.DATABASE | Needs.REDIS, "status")
-    from service.status import print_status
 
-    return _run(print_status(settings))
+    async def go() -> int:
+        from service.resources import open_resources
+        from service.sync.status import gather_status
+
+        async with open_resources(settings) as res:
+            status = await gather_status(res)
+        _out(json.dumps(status, indent=2, default=str))
+        return 1 if status["kommo"]["breaker"] or status["reconcile"]["stale"] else 0
+
+    return _run(go())
 
 
 def _webhooks(args: argparse.Namespace) -> int:
     settings = _settings(Needs.DATABASE | Needs.REDIS | Needs.KOMMO, "webhooks")
-    from service.subscription import run_webhooks_command
 
-    return _run(run_webhooks_command(settings, args.action, args.url))
+    async def go() -> int:
+        from service.resources import open_sync_resources
+        from service.sync import subscription
 
+        url = subscription.destination(settings, args.url)
+        async with open_sync_resources(settings) as res:
+            if args.action == "uninstall":
+                await res.kommo.delete_webhook(url, priority=Priority.RECONCILE)
+                _out("webhook removed")
+                return 0
+            if args.action == "install":
+                await subscription.install(res.kommo, url)
+            verdict = await subscription.check(res.kommo, url)
+        _out(("webhook OK: " + ", ".join(subscription.SETTINGS)) if verdict.ok
+             else f"webhook NOT OK: {verdict.problem}")
+        return 0 if verdict.ok else 1
 
-def _sim(args: argparse.Namespace) -> int:
-    configure_logging(None, process="sim")
-    from kommo_sim.cli import main as sim_main  # the simulator is a separate package
-
-    return sim_main(list(args.sim_args))
-
-
-def _dev(args: argparse.Namespace) -> int:
-    configure_logging(None, process="dev")
-    from service.devrun import run_dev
-
-    return run_dev(os.environ)
+    return _run(go())

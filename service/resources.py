@@ -1,7 +1,8 @@
 """Every long-lived resource of a process, opened and closed in one place.
 
-Both the web lifespan and the arq worker's ``on_startup``/``on_shutdown`` use
-:func:`open_resources`; the result is handed around as one typed :class:`Resources`.
+The web lifespan opens :func:`open_resources` (Postgres, Redis, the arq pool); workers and the
+commands that call Kommo open :func:`open_sync_resources`, which adds the Kommo client. Both
+hand them around as one immutable object.
 """
 
 from __future__ import annotations
@@ -9,61 +10,55 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import asyncpg
 import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.asyncio import Redis
 
+from service.keys import Keys
+from service.kommo.client import KommoClient, kommo_client
 from service.settings import Settings
 
-if TYPE_CHECKING:
-    from service.kommo import KommoClient
 
-
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Resources:
     settings: Settings
+    keys: Keys
     pool: asyncpg.Pool
     redis: Redis
     arq: ArqRedis
-    kommo: KommoClient | None = None
 
-    @property
-    def queue_name(self) -> str:
-        return self.settings.key("arq:queue")
 
-    def require_kommo(self) -> KommoClient:
-        if self.kommo is None:
-            raise RuntimeError("this process was started without a Kommo client")
-        return self.kommo
+@dataclasses.dataclass(frozen=True)
+class SyncResources(Resources):
+    """What the sync engine needs: the resources and a Kommo client that is always there."""
+
+    kommo: KommoClient
 
 
 @contextlib.asynccontextmanager
-async def open_resources(
-    settings: Settings,
-    *,
-    kommo: bool = False,
-    kommo_transport: httpx.AsyncBaseTransport | None = None,
-) -> AsyncIterator[Resources]:
-    """Open everything; ``kommo_transport`` lets tests route Kommo calls to the simulator."""
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     async with contextlib.AsyncExitStack() as stack:
+        keys = Keys(settings.redis_prefix)
         pool = await asyncpg.create_pool(
             settings.database_dsn, min_size=1, max_size=10, command_timeout=60
         )
         stack.push_async_callback(pool.close)
         redis: Redis = Redis.from_url(settings.redis_dsn, decode_responses=False)
         stack.push_async_callback(redis.aclose)
-        arq = await create_pool(
-            RedisSettings.from_dsn(settings.redis_dsn),
-            default_queue_name=settings.key("arq:queue"),
-        )
+        arq = await create_pool(RedisSettings.from_dsn(settings.redis_dsn),
+                                default_queue_name=keys.queue)
         stack.push_async_callback(arq.aclose)
-        res = Resources(settings=settings, pool=pool, redis=redis, arq=arq)
-        if kommo:
-            from service.kommo import open_kommo_client
+        yield Resources(settings, keys, pool, redis, arq)
 
-            client = open_kommo_client(res, transport=kommo_transport)
-            res.kommo = await stack.enter_async_context(client)
-        yield res
+
+@contextlib.asynccontextmanager
+async def open_sync_resources(
+    settings: Settings, *, kommo_transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[SyncResources]:
+    """Also the Kommo client; ``kommo_transport`` lets tests route its calls to the simulator."""
+    async with open_resources(settings) as res, kommo_client(
+        settings, res.redis, res.pool, transport=kommo_transport
+    ) as kommo:
+        yield SyncResources(res.settings, res.keys, res.pool, res.redis, res.arq, kommo)

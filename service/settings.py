@@ -136,10 +136,6 @@ class Settings:
             kommo_subdomain=sub.lower() if sub else None,
         )
 
-    def key(self, name: str) -> str:
-        """A Redis key or channel name in this deployment's namespace."""
-        return f"{self.redis_prefix}{name}"
-
     @property
     def database_dsn(self) -> str:
         if self.database_url is None:

@@ -17,8 +17,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from service.migrations import migrate
+from devenv.asgi import lifespan
+from service.keys import Keys
 from service.settings import Needs, Settings
+from service.store.migrations import migrate
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -79,6 +81,11 @@ def settings(env: dict[str, str]) -> Settings:
     return Settings.from_env(env, Needs.DATABASE | Needs.REDIS)
 
 
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    return Keys(settings.redis_prefix)
+
+
 _TABLES = (
     "leads, contacts, tags, lead_tags, contact_tags, lead_contacts, contact_phones, "
     "pipelines, statuses, users, sync_cursors, oauth_tokens"
@@ -109,14 +116,13 @@ async def client(
     settings: Settings, pool: asyncpg.Pool, redis: Redis
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The web app with its lifespan running, through an in-process transport."""
-    from service.app import create_app
+    from service.web.app import create_app
 
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with lifespan(create_app(settings)) as app:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://web") as web:
             yield web
-    jobs = await redis.zrange(settings.key("arq:queue"), 0, -1)  # arq's job keys are global
+    jobs = await redis.zrange(Keys(settings.redis_prefix).queue, 0, -1)  # arq's job keys are global
     if jobs:
         await redis.delete(*(b"arq:job:" + j for j in jobs))
 

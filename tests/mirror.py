@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 
 from kommo_sim import Simulator
+from service.kommo.parse import phones_of
 from service.phones import normalize_phone
-from service.store import phones_of
 
 
 def _ts(value: Any) -> int | None:

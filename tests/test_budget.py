@@ -6,13 +6,19 @@ import asyncio
 import dataclasses
 import logging
 import time
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from service.budget import PACING, Priority, RateBudget
-from service.errors import KommoBlocked
+from service.keys import Keys
+from service.kommo.budget import PACING, Priority, RateBudget
+from service.kommo.errors import KommoBlocked
 from service.settings import Settings
+
+
+def budget_for(redis: Redis, settings: Settings, **kw: Any) -> RateBudget:
+    return RateBudget(redis, Keys(settings.redis_prefix), settings.rate_limit, **kw)
 
 
 class VirtualClock:
@@ -56,8 +62,8 @@ def max_in_window(times: list[float], window: float) -> int:
 
 
 async def test_capacity_follows_the_setting(redis: Redis, settings: Settings) -> None:
-    assert RateBudget(redis, settings).capacity == 6  # KOMMO_RATE_LIMIT default
-    slow = RateBudget(redis, with_rate(settings, 0.5))
+    assert budget_for(redis, settings).capacity == 6  # KOMMO_RATE_LIMIT default
+    slow = budget_for(redis, with_rate(settings, 0.5))
     assert (slow.capacity, slow.window) == (1, 2.0)
 
 
@@ -65,7 +71,7 @@ async def test_concurrent_acquirers_in_two_processes_never_exceed_the_rate(
     redis: Redis, settings: Settings
 ) -> None:
     s = with_rate(settings, 10)
-    first, second = RateBudget(redis, s), RateBudget(redis, s)
+    first, second = budget_for(redis, s), budget_for(redis, s)
     granted: list[float] = []  # measured here
     admitted: list[float] = []  # as decided in Redis
 
@@ -88,7 +94,7 @@ async def test_calls_are_evenly_spaced_and_a_lone_backfill_gets_the_full_rate(
     redis: Redis, settings: Settings
 ) -> None:
     clock = VirtualClock()
-    budget = RateBudget(redis, with_rate(settings, 5), clock=clock.now, sleep=clock.sleep)
+    budget = budget_for(redis, with_rate(settings, 5), clock=clock.now, sleep=clock.sleep)
     times = [await budget.acquire(Priority.BACKFILL) for _ in range(11)]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert min(gaps) >= 0.2 * PACING - 1e-6  # one call every window / limit: no burst, no pause
@@ -100,8 +106,8 @@ async def test_webhook_is_served_before_a_waiting_backfill_flood(
 ) -> None:
     s = with_rate(settings, 5)
     watch = SleepWatch(expected=12)
-    worker = RateBudget(redis, s, sleep=watch.sleep)  # the backfill process
-    web = RateBudget(redis, s)  # the process handling webhooks
+    worker = budget_for(redis, s, sleep=watch.sleep)  # the backfill process
+    web = budget_for(redis, s)  # the process handling webhooks
     for _ in range(5):
         await web.acquire(Priority.WEBHOOK)  # the window is full
     granted: list[tuple[float, str]] = []  # (admission time in Redis, priority)
@@ -126,7 +132,7 @@ async def test_webhook_is_served_before_a_waiting_backfill_flood(
 async def test_breaker_trip_is_seen_by_every_process(
     redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first, second = RateBudget(redis, settings), RateBudget(redis, settings)
+    first, second = budget_for(redis, settings), budget_for(redis, settings)
     info = await first.trip_breaker(900, "HTTP 403 on GET /api/v4/leads")
     for _ in range(5):
         with pytest.raises(KommoBlocked) as caught:
@@ -147,7 +153,7 @@ async def test_a_waiting_caller_sees_the_breaker_within_a_second(
     redis: Redis, settings: Settings
 ) -> None:
     watch = SleepWatch(expected=1)
-    waiter, tripper = RateBudget(redis, settings, sleep=watch.sleep), RateBudget(redis, settings)
+    waiter, tripper = budget_for(redis, settings, sleep=watch.sleep), budget_for(redis, settings)
     await tripper.penalize(30)  # the waiter would otherwise wait half a minute
     task = asyncio.create_task(waiter.acquire(Priority.RECONCILE))
     async with asyncio.timeout(2):
@@ -163,8 +169,8 @@ async def test_penalize_stops_everyone_then_slows_the_deployment(
 ) -> None:
     clock = VirtualClock()
     s = with_rate(settings, 6)
-    first = RateBudget(redis, s, clock=clock.now, sleep=clock.sleep)
-    second = RateBudget(redis, s, clock=clock.now, sleep=clock.sleep)
+    first = budget_for(redis, s, clock=clock.now, sleep=clock.sleep)
+    second = budget_for(redis, s, clock=clock.now, sleep=clock.sleep)
     start = clock.t
     await first.penalize(30)
     await first.penalize(5)  # a later, shorter retry_after never shortens the pause
@@ -184,7 +190,7 @@ async def test_penalize_stops_everyone_then_slows_the_deployment(
 
 async def test_usage_counts_the_last_second_and_minute(redis: Redis, settings: Settings) -> None:
     clock = VirtualClock()
-    budget = RateBudget(redis, settings, clock=clock.now, sleep=clock.sleep)
+    budget = budget_for(redis, settings, clock=clock.now, sleep=clock.sleep)
     for _ in range(3):
         await budget.acquire(Priority.RECONCILE)
     usage = await budget.usage()

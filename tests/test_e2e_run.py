@@ -1,4 +1,5 @@
-"""``kommo-sync dev`` end to end: embedded services, the simulator, web, worker, a real browser.
+"""``make run`` (``python -m devenv run``) end to end: embedded services, the simulator, web,
+worker, a real browser.
 
 Run by ``make e2e`` (which installs Chromium when it is missing); ``make test`` deselects it.
 The browser is driven over the DevTools protocol, so the page runs in real time: lead changes
@@ -75,8 +76,11 @@ class Output:
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Output, int, float]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOMMO_", "DATABASE_URL",
-                                                                    "REDIS_URL", "WS_TOKENS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KOMMO_", "DATABASE_URL", "REDIS_URL", "WS_TOKENS"))
+    }
     port = free_port()
     env.update(
         PORT=str(port),
@@ -84,11 +88,17 @@ def dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Output, int, 
         LOCAL_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
         LOCAL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
     )
-    cli = shutil.which("kommo-sync", path=str(Path(sys.executable).parent))
-    argv = [cli, "dev"] if cli else [sys.executable, "-m", "service", "dev"]
+    env["PYTHONPATH"] = str(ROOT)  # the dev supervisor and the simulator are not installed
+    argv = [sys.executable, "-m", "devenv", "run"]  # what `make run` runs
     started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     output = Output(proc)
     try:
         yield proc, output, port, started
@@ -128,22 +138,44 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
     assert chromium, "Chromium is not installed: run `make e2e`, which installs it"
     profile = tmp_path / "chromium"
     proc = subprocess.Popen(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-         "--remote-debugging-port=0", "--window-size=1400,1000", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "--window-size=1400,1000",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         active = profile / "DevToolsActivePort"
-        port = until("Chromium's DevTools port",
-                     lambda: active.exists() and active.read_text().split("\n")[0], 30)
+        port = until(
+            "Chromium's DevTools port",
+            lambda: active.exists() and active.read_text().split("\n")[0],
+            30,
+        )
         with httpx.Client(trust_env=False) as http:
-            pages = until("a page target", lambda: [
-                t for t in http.get(f"http://127.0.0.1:{port}/json/list").json()
-                if t["type"] == "page"], 30)
-        with connect(pages[0]["webSocketDebuggerUrl"], max_size=None,
-                     open_timeout=10) as ws:
+            pages = until(
+                "a page target",
+                lambda: [
+                    t
+                    for t in http.get(f"http://127.0.0.1:{port}/json/list").json()
+                    if t["type"] == "page"
+                ],
+                30,
+            )
+        with connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
             yield DevTools(ws)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -163,7 +195,7 @@ def test_make_run_shows_live_changes_and_stops_cleanly(
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
-        assert proc.poll() is None, f"kommo-sync dev exited early:\n{output.tail()}"
+        assert proc.poll() is None, f"make run exited early:\n{output.tail()}"
         try:
             return httpx.get(f"{base}/readyz", timeout=1, trust_env=False).status_code == 200
         except httpx.HTTPError:
@@ -178,13 +210,29 @@ def test_make_run_shows_live_changes_and_stops_cleanly(
 
     browser.send("Page.enable")
     browser.send("Page.navigate", url=f"{base}/#token={token}")
-    until("the WebSocket to be live",
-          lambda: browser.eval("document.body.dataset.conn") == "live", 20, 0.25)
-    live = until("lead changes arriving over the WebSocket", lambda: browser.eval(
-        "document.querySelectorAll('#rows tr[data-origin=\"live\"]').length") >= 2, 45, 0.25)
+    until(
+        "the WebSocket to be live",
+        lambda: browser.eval("document.body.dataset.conn") == "live",
+        20,
+        0.25,
+    )
+    live = until(
+        "lead changes arriving over the WebSocket",
+        lambda: (
+            browser.eval("document.querySelectorAll('#rows tr[data-origin=\"live\"]').length") >= 2
+        ),
+        45,
+        0.25,
+    )
     assert live
-    until("the status cards", lambda: browser.eval(
-        "document.querySelector('#c-reconcile .big').textContent").endswith("ago"), 15, 0.25)
+    until(
+        "the status cards",
+        lambda: browser.eval("document.querySelector('#c-reconcile .big').textContent").endswith(
+            "ago"
+        ),
+        15,
+        0.25,
+    )
     rows = browser.eval("[...document.querySelectorAll('#rows tr')].map(r => r.innerText)")
     assert rows and all(re.search(r"\b2\d{7}\b", r) for r in rows[:5]), rows[:5]
     assert "#token=" not in browser.eval("location.href")  # taken out of the address bar
@@ -194,8 +242,11 @@ def test_make_run_shows_live_changes_and_stops_cleanly(
     # Ctrl-C to the whole group: every process it started must be gone within 15 s.
     family = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
     ours = (f"{ROOT / '.local' / 'pgdata'} ", f"{ROOT / '.local' / 'redis'} ")
-    embedded = [p.pid for p in psutil.process_iter(["cmdline"])
-                if any(mark in " ".join(p.info["cmdline"] or []) + " " for mark in ours)]
+    embedded = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any(mark in " ".join(p.info["cmdline"] or []) + " " for mark in ours)
+    ]
     embedded += [c.pid for pid in embedded for c in psutil.Process(pid).children(recursive=True)]
     assert len(embedded) >= 2, "expected embedded Postgres and Redis processes"
     stop_started = time.monotonic()
@@ -209,13 +260,17 @@ def test_make_run_shows_live_changes_and_stops_cleanly(
             return False
         except ProcessLookupError:
             pass
-        return not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
-                       for pid in [*family, *embedded])
+        return not any(
+            psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+            for pid in [*family, *embedded]
+        )
 
     until("every process to be gone", all_gone, 15 - stopped_in)
     assert output.search(r"kommo_sync.dev: stopped")
     with capsys.disabled():
-        sys.stdout.write(f"\n  time to /readyz 200 (embedded services): {time_to_ready:.1f} s;"
-                         f" {live and 'live rows arrived'}; stopped in {stopped_in:.1f} s;"
-                         f" {len(family)} processes + {len(embedded)} embedded; screenshot"
-                         f" {SCREENSHOT}\n")
+        sys.stdout.write(
+            f"\n  time to /readyz 200 (embedded services): {time_to_ready:.1f} s;"
+            f" {live and 'live rows arrived'}; stopped in {stopped_in:.1f} s;"
+            f" {len(family)} processes + {len(embedded)} embedded; screenshot"
+            f" {SCREENSHOT}\n"
+        )

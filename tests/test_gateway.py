@@ -23,10 +23,11 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from service import gateway
-from service.app import create_app
-from service.gateway import Hub
+from service.gateway import hub as gateway
+from service.gateway.hub import Hub
+from service.keys import Keys
 from service.settings import Settings
+from service.web.app import create_app
 
 ACCOUNT = 31000001
 
@@ -120,7 +121,7 @@ async def change(
     data = {"action": action, "version": version, "source": "webhook", "lead": lead}
     text = json.dumps({"event": "lead_update", "account_id": ACCOUNT, "data": data})
     if redis is not None:
-        await redis.publish(settings.key("lead_update"), text)
+        await redis.publish(Keys(settings.redis_prefix).lead_update, text)
     return version, text
 
 
@@ -213,7 +214,7 @@ async def test_a_burst_reaches_every_client_in_order_through_its_filter(
         texts = [(await change(pool, None, settings, i, pipeline_id=i % 2))[1] for i in range(60)]
         async with redis.pipeline(transaction=False) as pipe:
             for text in texts:
-                pipe.publish(settings.key("lead_update"), text)
+                pipe.publish(Keys(settings.redis_prefix).lead_update, text)
             await pipe.execute()
         async with asyncio.timeout(5):
             assert [await everything.recv() for _ in texts] == texts

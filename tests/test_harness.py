@@ -13,6 +13,6 @@ async def test_database_is_migrated_and_empty(pool: asyncpg.Pool) -> None:
 
 async def test_redis_namespace_starts_empty(redis: Redis, settings: Settings) -> None:
     assert settings.redis_prefix.startswith("test:")
-    await redis.set(settings.key("probe"), b"1")
+    await redis.set((settings.redis_prefix + "probe"), b"1")
     keys = [k async for k in redis.scan_iter(match=settings.redis_prefix + "*")]
-    assert keys == [settings.key("probe").encode()]
+    assert keys == [(settings.redis_prefix + "probe").encode()]

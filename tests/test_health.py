@@ -11,6 +11,7 @@ from conftest import WEBHOOK_SECRET, WS_TOKEN
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from service.keys import Keys
 from service.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kommo" / "webhooks"
@@ -18,7 +19,7 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
 async def reconciled(redis: Redis, settings: Settings, seconds_ago: float) -> None:
-    await redis.set(settings.key("reconcile:last"), str(time.time() - seconds_ago))
+    await redis.set(Keys(settings.redis_prefix).reconcile_last, str(time.time() - seconds_ago))
 
 
 # --- /readyz -------------------------------------------------------------------------------

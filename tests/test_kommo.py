@@ -13,7 +13,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -21,8 +20,11 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from service.budget import Priority, RateBudget
-from service.errors import (
+from service.keys import Keys
+from service.kinds import CONTACTS, LEADS
+from service.kommo.budget import Priority, RateBudget
+from service.kommo.client import KommoClient, kommo_client
+from service.kommo.errors import (
     KommoAuthError,
     KommoBadRequest,
     KommoBlocked,
@@ -30,8 +32,7 @@ from service.errors import (
     KommoRateLimited,
     KommoUnavailable,
 )
-from service.kommo import KommoClient, RetryPolicy, endpoint_of, kommo_client, open_kommo_client
-from service.resources import Resources
+from service.kommo.wire import RetryPolicy, endpoint_of
 from service.settings import Secret, Settings
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kommo" / "api"
@@ -107,7 +108,8 @@ def connect(kommo_settings: Settings, redis: Redis, clock: VirtualClock
             ) -> Callable[[ScriptedKommo], contextlib.AbstractAsyncContextManager[KommoClient]]:
     @contextlib.asynccontextmanager
     async def open_client(kommo: ScriptedKommo) -> AsyncIterator[KommoClient]:
-        budget = RateBudget(redis, kommo_settings, clock=clock.now, sleep=clock.sleep)
+        budget = RateBudget(redis, Keys(kommo_settings.redis_prefix), kommo_settings.rate_limit,
+                            clock=clock.now, sleep=clock.sleep)
         async with kommo_client(kommo_settings, redis, None, budget=budget,
                                 transport=httpx.MockTransport(kommo),
                                 retry=RetryPolicy(base_delay=1.0, max_delay=8.0)) as client:
@@ -140,10 +142,9 @@ async def test_get_sends_the_token_and_answers_none_on_204(
 async def test_pages_ending_in_204_lose_nothing(connect: Connect, clock: VirtualClock) -> None:
     kommo = ScriptedKommo(clock, ok("leads_list_page1.json"), empty())
     async with connect(kommo) as client:
-        pages = [p async for p in client.pages("/api/v4/leads", {"with": "contacts", "limit": 2},
-                                               "leads", priority=Priority.RECONCILE)]
+        leads = await client.by_ids(LEADS, [24000101, 24000102], priority=Priority.RECONCILE)
     expected = json.loads(body("leads_list_page1.json"))["_embedded"]["leads"]
-    assert pages == [expected]
+    assert [r.id for r in leads] == [e["id"] for e in expected]
     second = kommo.requests[1].url  # the next href's query, on our base URL
     assert (second.host, second.path) == ("kommo.test", "/api/v4/leads")
     assert dict(second.params) == {"with": "contacts", "page": "2", "limit": "2"}
@@ -152,7 +153,7 @@ async def test_pages_ending_in_204_lose_nothing(connect: Connect, clock: Virtual
 async def test_pages_stop_where_next_is_missing(connect: Connect, clock: VirtualClock) -> None:
     kommo = ScriptedKommo(clock, ok("leads_list_page1.json"), ok("leads_list_last_page.json"))
     async with connect(kommo) as client:
-        leads = await client.collect("/api/v4/leads", None, "leads", priority=W)
+        leads = await client.by_ids(LEADS, [24000101, 24000102, 24000204], priority=W)
     assert len(leads) == 3 and len(kommo.requests) == 2  # nothing asked past the last page
 
 
@@ -163,8 +164,9 @@ async def test_a_429_storm_then_success_loses_nothing_and_honours_retry_after(
     storm = [error(429, "429_too_many_requests.json") for _ in range(3)]  # retry_after: 300
     kommo = ScriptedKommo(clock, *storm, ok("leads_list_last_page.json"))
     async with connect(kommo) as client:
-        leads = await client.leads_by_ids([24000204], priority=W)
-    assert leads == json.loads(body("leads_list_last_page.json"))["_embedded"]["leads"]
+        leads = await client.by_ids(LEADS, [24000204], priority=W)
+    expected = json.loads(body("leads_list_last_page.json"))["_embedded"]["leads"]
+    assert [r.id for r in leads] == [e["id"] for e in expected]
     gaps = [b - a for a, b in zip(kommo.times, kommo.times[1:], strict=False)]
     assert len(gaps) == 3 and all(gap >= 300 for gap in gaps)
     assert (REGISTRY.get_sample_value("kommo_429_total") or 0.0) - before == 3
@@ -193,8 +195,8 @@ async def test_5xx_and_io_errors_on_get_are_retried_with_backoff(
     kommo = ScriptedKommo(clock, *failures, ok("leads_list_last_page.json"))
     async with connect(kommo) as client:
         # an id with "204" in it: a 500 is a failure to retry, never an empty page
-        leads = await client.leads_by_ids([24000204, 24000103], priority=W)
-    assert [lead["id"] for lead in leads] == [24000103]
+        leads = await client.by_ids(LEADS, [24000204, 24000103], priority=W)
+    assert [lead.id for lead in leads] == [24000103]
     assert len(kommo.requests) == 5
     assert calls("/api/v4/leads", "500") >= 1 and calls("/api/v4/leads", "error") >= 2
 
@@ -233,7 +235,7 @@ async def test_403_stops_every_client_sharing_the_budget(
             await a.get("/api/v4/leads", priority=W)
         for client in (a, b, a, b):
             with pytest.raises(KommoBlocked):
-                await client.leads_by_ids([1, 2], priority=W)
+                await client.by_ids(LEADS, [1, 2], priority=W)
         assert await b.budget.breaker() is not None
     assert (len(first.requests), len(second.requests)) == (1, 0)
     assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2  # per process
@@ -314,8 +316,8 @@ async def test_an_unpaid_account_pauses_every_call(connect: Connect, clock: Virt
 async def test_ids_are_fetched_in_chunks_of_250(connect: Connect, clock: VirtualClock) -> None:
     kommo = ScriptedKommo(clock, empty(), empty(), empty(), empty())
     async with connect(kommo) as client:
-        assert await client.leads_by_ids([*range(1, 601), 5, 6], priority=W) == []
-        assert await client.contacts_by_ids([35000501], priority=W) == []
+        assert await client.by_ids(LEADS, [*range(1, 601), 5, 6], priority=W) == []
+        assert await client.by_ids(CONTACTS, [35000501], priority=W) == []
     chunks = [r.url.params.get_list("filter[id][]") for r in kommo.requests]
     assert [len(c) for c in chunks] == [250, 250, 100, 1]
     assert sorted(int(i) for c in chunks[:3] for i in c) == list(range(1, 601))
@@ -327,8 +329,8 @@ async def test_ids_are_fetched_in_chunks_of_250(connect: Connect, clock: Virtual
 async def test_events_ask_for_types_and_a_window(connect: Connect, clock: VirtualClock) -> None:
     kommo = ScriptedKommo(clock, ok("events_list.json"))
     async with connect(kommo) as client:
-        events = await client.events(["lead_deleted", "contact_deleted"], 1748260000, 1748280000,
-                                     priority=Priority.RECONCILE)
+        events = await client.events_since(["lead_deleted", "contact_deleted"], 1748260000,
+                                           1748280000, priority=Priority.RECONCILE)
     assert len(events) == len(json.loads(body("events_list.json"))["_embedded"]["events"])
     params = kommo.requests[0].url.params
     assert params.get_list("filter[type][]") == ["lead_deleted", "contact_deleted"]
@@ -353,11 +355,11 @@ async def test_webhook_management(connect: Connect, clock: VirtualClock) -> None
         "DELETE", {"destination": request["destination"]})
 
 
-async def test_open_kommo_client_from_resources(
+async def test_the_process_client_presents_the_token(
     kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: VirtualClock
 ) -> None:
-    res = Resources(settings=kommo_settings, pool=pool, redis=redis, arq=cast(Any, None))
     kommo = ScriptedKommo(clock, ok("account_with_datetime_settings.json"))
-    async with open_kommo_client(res, transport=httpx.MockTransport(kommo)) as client:
+    async with kommo_client(kommo_settings, redis, pool,
+                            transport=httpx.MockTransport(kommo)) as client:
         assert (await client.account(priority=W))["subdomain"] == "examplecorp"
     assert kommo.requests[0].headers["authorization"] == f"Bearer {TOKEN}"

@@ -6,7 +6,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service.migrations import MigrationError, discover, migrate
+from service.store.migrations import MigrationError, discover, migrate
 from tests.conftest import _with_database
 
 

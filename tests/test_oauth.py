@@ -15,9 +15,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from service.budget import Priority
-from service.errors import KommoAuthError
-from service.kommo import KommoClient, kommo_client
+from service.kommo.budget import Priority
+from service.kommo.client import KommoClient, kommo_client
+from service.kommo.errors import KommoAuthError
 from service.settings import Needs, Settings
 
 BASE = "http://kommo.test"

@@ -6,7 +6,7 @@ import logging
 
 import httpx
 
-from service.server import redact_access_log
+from service.web.server import redact_access_log
 
 
 def _render(logger: str, msg: str, *args: object) -> str:

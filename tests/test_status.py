@@ -1,9 +1,11 @@
 import asyncpg
 from redis.asyncio import Redis
 
-from service import status, store
+from service.keys import Keys
 from service.resources import open_resources
 from service.settings import Settings
+from service.store import cursors as store
+from service.sync import status
 
 
 async def test_status_reports_the_shared_state(
@@ -12,10 +14,12 @@ async def test_status_reports_the_shared_state(
     async with pool.acquire() as conn:
         await store.set_cursor(conn, 31000001, "leads", 1_700_000_000)
         await store.set_cursor(conn, 31000001, "backfill", 1, {"stage": "done", "page": 9})
-    await redis.set(settings.key("reconcile:last"), "0")  # long ago: stale
-    await status.record_count(redis, settings, "kommo_429", 2)
-    await status.record_latencies(redis, settings, [10.0, 20.0, 30.0, 400.0])
-    await status.record_error(redis, settings, "reconcile", "GET /api/v4/leads: HTTP 502")
+    await redis.set(Keys(settings.redis_prefix).reconcile_last, "0")  # long ago: stale
+    await status.record_count(redis, Keys(settings.redis_prefix), "kommo_429", 2)
+    await status.record_latencies(redis, Keys(settings.redis_prefix), [10.0, 20.0, 30.0, 400.0])
+    await status.record_error(
+        redis, Keys(settings.redis_prefix), "reconcile", "GET /api/v4/leads: HTTP 502"
+    )
     async with open_resources(settings) as res:
         report = await status.gather_status(res)
     assert report["cursors"]["leads"]["lag_seconds"] > 0

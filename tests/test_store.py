@@ -1,11 +1,15 @@
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from service import store
+from service.kinds import CONTACTS, LEADS
+from service.kommo import parse
+from service.store import dictionaries, entities, leadview, links
+from service.store.leadview import LeadChange
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kommo" / "api"
 ACCOUNT = 31000001
@@ -24,14 +28,23 @@ def contact() -> dict[str, Any]:
 
 
 async def write(
-    pool: asyncpg.Pool, leads: list[Any] = (), contacts: list[Any] = (), **kw: Any  # type: ignore[assignment]
-) -> list[store.LeadChange]:
+    pool: asyncpg.Pool,
+    leads: Sequence[Any] = (),
+    contacts: Sequence[Any] = (),
+    restored: Sequence[int] = (),
+) -> list[LeadChange]:
     async with pool.acquire() as conn, conn.transaction():
-        await store.lock_account(conn, ACCOUNT)
-        touched = set((await store.upsert_leads(conn, ACCOUNT, leads, **kw)).ids)
-        written = await store.upsert_contacts(conn, ACCOUNT, contacts, region="PE")
-        touched |= set(await store.leads_showing_contacts(conn, ACCOUNT, written.ids))
-        return await store.refresh_leads(conn, ACCOUNT, touched, "reconcile")
+        await leadview.lock_account(conn, ACCOUNT)
+        lead_rows = await entities.upsert(conn, ACCOUNT, LEADS, parse.records(LEADS, leads),
+                                          restored=restored)
+        await links.replace_all(conn, ACCOUNT, LEADS, lead_rows, "PE")
+        contact_rows = await entities.upsert(conn, ACCOUNT, CONTACTS,
+                                             parse.records(CONTACTS, contacts))
+        await links.replace_all(conn, ACCOUNT, CONTACTS, contact_rows, "PE")
+        touched = {r.id for r in lead_rows}
+        touched |= set(await leadview.leads_showing(conn, ACCOUNT, CONTACTS,
+                                                    [r.id for r in contact_rows]))
+        return await leadview.refresh_leads(conn, ACCOUNT, touched, "reconcile")
 
 
 async def test_lead_with_contact_is_shown_completely(pool: asyncpg.Pool) -> None:
@@ -88,8 +101,8 @@ async def test_delete_then_stale_update_does_not_resurrect(pool: asyncpg.Pool) -
     await write(pool, [lead()])
     deleted_at = lead()["updated_at"] + 5
     async with pool.acquire() as conn, conn.transaction():
-        ids = await store.tombstone(conn, ACCOUNT, "leads", [24000101], deleted_at)
-        (gone,) = await store.refresh_leads(conn, ACCOUNT, ids, "webhook")
+        ids = await entities.tombstone(conn, ACCOUNT, LEADS, [24000101], deleted_at)
+        (gone,) = await leadview.refresh_leads(conn, ACCOUNT, ids, "webhook")
     assert gone.action == "deleted" and gone.lead["is_deleted"] is True
     stale = lead()
     stale["name"] = "lagging copy"
@@ -102,11 +115,11 @@ async def test_delete_then_stale_update_does_not_resurrect(pool: asyncpg.Pool) -
 async def test_tag_rename_reshows_the_leads(pool: asyncpg.Pool) -> None:
     await write(pool, [lead()])
     async with pool.acquire() as conn, conn.transaction():
-        changed = await store.upsert_tags(
-            conn, ACCOUNT, "leads", [{"id": 482205, "name": "web", "color": "DDEBB5"}]
+        changed = await links.upsert_tags(
+            conn, ACCOUNT, LEADS, [parse.tag({"id": 482205, "name": "web", "color": "DDEBB5"})]
         )
-        ids = await store.leads_with_tags(conn, ACCOUNT, changed)
-        (change,) = await store.refresh_leads(conn, ACCOUNT, ids, "reconcile")
+        ids = await leadview.leads_with_tags(conn, ACCOUNT, changed)
+        (change,) = await leadview.refresh_leads(conn, ACCOUNT, ids, "reconcile")
     assert change.lead["tags"] == [{"id": 482205, "name": "web"}]
 
 
@@ -139,12 +152,12 @@ async def test_pipelines_and_users(pool: asyncpg.Pool) -> None:
     pipelines = fixture("pipelines.json")["_embedded"]["pipelines"]
     users = fixture("users.json")["_embedded"]["users"]
     async with pool.acquire() as conn, conn.transaction():
-        await store.replace_pipelines(conn, ACCOUNT, pipelines)
-        await store.replace_users(conn, ACCOUNT, users)
+        await dictionaries.replace_pipelines(conn, ACCOUNT, [parse.pipeline(p) for p in pipelines])
+        await dictionaries.replace_users(conn, ACCOUNT, [parse.user(u) for u in users])
     async with pool.acquire() as conn:
         won = await conn.fetch("SELECT pipeline_id FROM statuses WHERE id = 142")
         assert [r["pipeline_id"] for r in won] == [p["id"] for p in pipelines]
         assert await conn.fetchval("SELECT name FROM users") == "Admin User"
     async with pool.acquire() as conn, conn.transaction():
-        await store.replace_users(conn, ACCOUNT, [])
+        await dictionaries.replace_users(conn, ACCOUNT, [])
         assert await conn.fetchval("SELECT is_deleted FROM users") is True

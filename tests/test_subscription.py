@@ -2,9 +2,9 @@ import httpx
 import pytest
 
 from kommo_sim import RateLimitConfig, SimConfig, Simulator
-from service import subscription
-from service.resources import open_resources
+from service.resources import open_sync_resources
 from service.settings import Needs, Settings
+from service.sync import subscription
 
 SIM_TOKEN = "sim-token-subscription"
 
@@ -24,8 +24,8 @@ async def test_install_check_and_heal(sim_settings: Settings) -> None:
     url = subscription.destination(sim_settings)
     assert url.startswith("https://sync.example.com/webhooks/kommo/")
     transport = httpx.ASGITransport(app=sim.app)
-    async with open_resources(sim_settings, kommo=True, kommo_transport=transport) as res:
-        kommo = res.require_kommo()
+    async with open_sync_resources(sim_settings, kommo_transport=transport) as res:
+        kommo = res.kommo
         before = await subscription.check(kommo, url)
         assert not before.ok and "no webhook" in before.problem
         assert sim_settings.webhook_secret is not None

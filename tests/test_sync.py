@@ -14,12 +14,14 @@ import pytest
 from redis.asyncio import Redis
 
 from kommo_sim import RateLimitConfig, SimConfig, Simulator, random_mutation
-from service import store
-from service.budget import Priority
-from service.reconcile import Reconciler
-from service.resources import Resources, open_resources
+from service.keys import Keys
+from service.kinds import LEADS
+from service.kommo.budget import Priority
+from service.resources import SyncResources, open_sync_resources
 from service.settings import Settings
-from service.sync import Mirror
+from service.store import cursors as store
+from service.sync.mirror import Mirror
+from service.sync.reconcile import Reconciler
 from tests.engine import SIM_TOKEN, kommo_settings_for, run_worker_burst
 from tests.mirror import differences
 
@@ -37,7 +39,7 @@ def kommo_settings(env: dict[str, str]) -> Settings:
 
 @dataclass
 class Engine:
-    res: Resources
+    res: SyncResources
     mirror: Mirror
     reconciler: Reconciler
 
@@ -47,7 +49,7 @@ async def engine(
     kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis
 ) -> AsyncIterator[Engine]:
     transport = httpx.ASGITransport(app=sim.app)
-    async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
+    async with open_sync_resources(kommo_settings, kommo_transport=transport) as res:
         mirror = Mirror(res, sim.config.account_id)
         yield Engine(res, mirror, Reconciler(mirror))
 
@@ -83,7 +85,7 @@ async def test_one_message_per_real_change_and_none_for_rereads(
 ) -> None:
     await run_worker_burst(kommo_settings, sim)
     pubsub = redis.pubsub()
-    await pubsub.subscribe(kommo_settings.key("lead_update"))
+    await pubsub.subscribe(Keys(kommo_settings.redis_prefix).lead_update)
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
     ids = sorted(sim.leads)[:3]
     for i, lead_id in enumerate(ids):
@@ -108,7 +110,7 @@ async def test_same_second_changes_are_not_skipped(
                               rate_limit=RateLimitConfig(rate=0)))
     await run_worker_burst(kommo_settings, sim)
     transport = httpx.ASGITransport(app=sim.app)
-    async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
+    async with open_sync_resources(kommo_settings, kommo_transport=transport) as res:
         reconciler = Reconciler(Mirror(res, sim.config.account_id))
         lead_id = min(sim.leads)
         sim.update_lead(lead_id, name="first edit")
@@ -126,7 +128,7 @@ async def test_two_workers_run_each_tick_once(
 ) -> None:
     await run_worker_burst(kommo_settings, sim)
     other = Reconciler(engine.mirror)
-    runs_key = kommo_settings.key("reconcile:runs")
+    runs_key = Keys(kommo_settings.redis_prefix).reconcile_runs
     ran = 0
     for second in range(6):
         now = 1_900_000_000 + second * 0.5  # two fires per tick of 1 s, from two workers
@@ -202,8 +204,8 @@ async def test_a_scan_loses_no_row_when_pages_drift(
         sim.clock.advance(1)
         sim.update_lead(lead_id, price=100_000 + i)
     transport = ChangesDuringScan(sim, ids[5])  # a row of the first page moves to the end
-    async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
-        await Reconciler(Mirror(res, sim.config.account_id)).stream("leads")
+    async with open_sync_resources(kommo_settings, kommo_transport=transport) as res:
+        await Reconciler(Mirror(res, sim.config.account_id)).stream(LEADS)
     assert transport.done
     assert await differences(pool, sim) == []
 
@@ -220,7 +222,7 @@ async def test_the_id_sweep_finds_what_events_and_webhooks_missed(
         await conn.execute("DELETE FROM leads WHERE id = $1", lost)
     assert len(await differences(pool, sim)) == 2
     for _ in range(8):  # 2,000 leads: eight pages of ids
-        await engine.reconciler.sweep("leads")
+        await engine.reconciler.sweep.page(LEADS)
     assert await differences(pool, sim) == []
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT is_deleted FROM leads WHERE id = $1", gone) is True
@@ -235,11 +237,11 @@ async def test_faulty_kommo_loses_nothing(
     sim.faults.update(sim.clock, error_rate=0.2, error_status=502, lag_seconds=2,
                       lag_probability=0.5, html_429=True, storm_seconds=1.5)
     transport = httpx.ASGITransport(app=sim.app)
-    async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
+    async with open_sync_resources(kommo_settings, kommo_transport=transport) as res:
         mirror = Mirror(res, sim.config.account_id)
-        from service.backfill import Backfill  # the import path the worker uses
+        from service.sync.backfill import Backfill  # the import path the worker uses
 
-        await Backfill(mirror, show_bar=False).run()
+        await Backfill(mirror).run()
         rng = random.Random(3)
         for _ in range(100):
             random_mutation(sim, rng)
@@ -250,7 +252,7 @@ async def test_faulty_kommo_loses_nothing(
     assert sum(n for (_, status), n in sim.counters.items() if status == 429) > 0
     sim.faults.reset()
     sim.clock.advance(5)  # past the lag window: what Kommo shows now is final
-    async with open_resources(kommo_settings, kommo=True, kommo_transport=transport) as res:
+    async with open_sync_resources(kommo_settings, kommo_transport=transport) as res:
         reconciler = Reconciler(Mirror(res, sim.config.account_id))
         await reconciler.tick(4)
     assert await differences(pool, sim) == []
@@ -259,7 +261,7 @@ async def test_faulty_kommo_loses_nothing(
 async def test_a_403_stops_every_call_and_nothing_retries_it(
     kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis, engine: Engine
 ) -> None:
-    from service.errors import KommoBlocked
+    from service.kommo.errors import KommoBlocked
 
     await run_worker_burst(kommo_settings, sim)
     sim.faults.update(sim.clock, block_seconds=3600)
@@ -267,10 +269,10 @@ async def test_a_403_stops_every_call_and_nothing_retries_it(
     with pytest.raises(KommoBlocked):
         await engine.reconciler.tick(0)
     assert kommo_calls(sim) == before + 1  # one call met the block; none after it
-    async with open_resources(kommo_settings, kommo=True,
-                              kommo_transport=httpx.ASGITransport(app=sim.app)) as other:
+    transport = httpx.ASGITransport(app=sim.app)
+    async with open_sync_resources(kommo_settings, kommo_transport=transport) as other:
         with pytest.raises(KommoBlocked):  # another process: refused before any request
-            await other.require_kommo().get("/api/v4/leads", priority=Priority.WEBHOOK)
+            await other.kommo.get("/api/v4/leads", priority=Priority.WEBHOOK)
     for number in range(1, 4):
         with pytest.raises(KommoBlocked):
             await engine.reconciler.tick(number)

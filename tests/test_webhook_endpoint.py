@@ -27,11 +27,14 @@ from test_webhook_parser import (
     valid_cases,
 )
 
-from service import hints as q
-from service.app import create_app
-from service.hints import Hints
+from devenv.asgi import lifespan
+from service.keys import Keys
 from service.settings import Needs, Settings
-from service.webhooks import RedactWebhookPath, parse_webhook
+from service.sync import hints as q
+from service.sync.hints import Hints
+from service.web.app import create_app
+from service.web.webform import parse_webhook
+from service.web.webhooks import RedactWebhookPath
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
@@ -52,8 +55,8 @@ KOMMO_HEADERS = _headers()
 
 @contextlib.asynccontextmanager
 async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+    async with lifespan(app) as served:
+        transport = httpx.ASGITransport(app=served)
         async with httpx.AsyncClient(transport=transport, base_url="http://kommo-sync") as client:
             yield client
 
@@ -73,19 +76,22 @@ def url(settings: Settings) -> str:
 
 async def reset(redis: Redis, settings: Settings) -> None:
     """Empty the namespace, and the (global) arq job keys of the jobs our pushes enqueued."""
-    jobs = await redis.zrange(settings.key("arq:queue"), 0, -1)
-    keys = await redis.keys(settings.key("*"))
+    jobs = await redis.zrange(Keys(settings.redis_prefix).queue, 0, -1)
+    keys = await redis.keys(Keys(settings.redis_prefix).matching())
     doomed = [*keys, *(b"arq:job:" + j for j in jobs)]
     if doomed:
         await redis.delete(*doomed)
 
 
 async def namespace(redis: Redis, settings: Settings) -> set[str]:
-    return {k.decode()[len(settings.redis_prefix) :] for k in await redis.keys(settings.key("*"))}
+    return {
+        k.decode()[len(settings.redis_prefix) :]
+        for k in await redis.keys(Keys(settings.redis_prefix).matching())
+    }
 
 
 async def queued(redis: Redis, settings: Settings) -> dict[str, Any]:
-    k = settings.key
+    k = lambda name: settings.redis_prefix + name  # noqa: E731 - the raw layout, on purpose
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zrange(k("hints:leads"), 0, -1)
         pipe.hgetall(k("hints:leads:lm"))
@@ -108,12 +114,12 @@ async def queued(redis: Redis, settings: Settings) -> dict[str, Any]:
 
 def expected_queue(hints: Hints) -> dict[str, Any]:
     return {
-        "leads": hints.lead_changes,
-        "contacts": hints.contact_changes,
-        "lead_deletes": hints.lead_deletes,
-        "contact_deletes": hints.contact_deletes,
-        "lead_restores": hints.lead_restores,
-        "contact_restores": hints.contact_restores,
+        "leads": hints.changes["leads"],
+        "contacts": hints.changes["contacts"],
+        "lead_deletes": hints.deletes["leads"],
+        "contact_deletes": hints.deletes["contacts"],
+        "lead_restores": hints.restores["leads"],
+        "contact_restores": hints.restores["contacts"],
     }
 
 
@@ -142,7 +148,7 @@ async def test_fixture_bodies_are_queued(
         assert await namespace(redis, settings) == set()
     else:
         jobs = await ArqRedis(connection_pool=redis.connection_pool).queued_jobs(
-            queue_name=settings.key("arq:queue")
+            queue_name=Keys(settings.redis_prefix).queue
         )
         assert [j.function for j in jobs] == ["process_hints"]
 
@@ -153,11 +159,11 @@ async def test_a_burst_enqueues_one_job(
     for ident in range(1, 30):
         response = await client.post(url, content=f"leads[add][0][id]={ident}", headers=FORM)
         assert response.status_code == 200
-    assert await redis.zcard(settings.key("arq:queue")) == 1
-    assert await q.pending_count(redis, settings) == 29
-    await q.clear_scheduled(redis, settings)  # what the job does first
+    assert await redis.zcard(Keys(settings.redis_prefix).queue) == 1
+    assert await q.pending_count(redis, Keys(settings.redis_prefix)) == 29
+    await q.clear_scheduled(redis, Keys(settings.redis_prefix))  # what the job does first
     await client.post(url, content="leads[add][0][id]=1", headers=FORM)
-    assert await redis.zcard(settings.key("arq:queue")) == 2
+    assert await redis.zcard(Keys(settings.redis_prefix).queue) == 2
 
 
 async def test_charset_parameter_and_ignored_kinds(
@@ -226,7 +232,7 @@ async def test_too_large(
     exact = b"leads[add][0][id]=1&x=" + b"y" * (limit - 22)
     assert len(exact) == limit
     assert (await client.post(url, content=exact, headers=FORM)).status_code == 200
-    assert await q.pending_count(redis, settings) == 1
+    assert await q.pending_count(redis, Keys(settings.redis_prefix)) == 1
 
 
 @pytest.mark.parametrize(
@@ -417,19 +423,20 @@ def test_access_log_path_is_redacted() -> None:
 
 
 async def test_a_body_for_another_subdomain_is_refused(env: dict[str, str], redis: Redis) -> None:
-    settings = Settings.from_env({**env, "KOMMO_SUBDOMAIN": "examplecorp"}, Needs.DATABASE
-                                 | Needs.REDIS | Needs.WEB)
-    app = create_app(settings)
+    settings = Settings.from_env(
+        {**env, "KOMMO_SUBDOMAIN": "examplecorp"}, Needs.DATABASE | Needs.REDIS | Needs.WEB
+    )
     assert settings.webhook_secret is not None
     path = f"/webhooks/kommo/{settings.webhook_secret.value}"
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://web") as client:
-        other = await client.post(path, content=b"account[subdomain]=rival&leads[add][0][id]=7",
-                                  headers=FORM)
-        ours = await client.post(path, content=b"account[subdomain]=examplecorp"
-                                 b"&leads[add][0][id]=7", headers=FORM)
+    async with running(create_app(settings)) as client:
+        other = await client.post(
+            path, content=b"account[subdomain]=rival&leads[add][0][id]=7", headers=FORM
+        )
+        ours = await client.post(
+            path, content=b"account[subdomain]=examplecorp&leads[add][0][id]=7", headers=FORM
+        )
     assert other.status_code == 403 and ours.status_code == 200
-    assert await redis.zscore(settings.key("hints:leads"), "7") is not None
-    jobs = await redis.zrange(settings.key("arq:queue"), 0, -1)  # arq's job keys are global
+    assert await redis.zscore(Keys(settings.redis_prefix).hints_queue("leads"), "7") is not None
+    jobs = await redis.zrange(Keys(settings.redis_prefix).queue, 0, -1)  # arq's job keys are global
     if jobs:
         await redis.delete(*(b"arq:job:" + j for j in jobs))

@@ -12,12 +12,13 @@ import asyncpg
 import httpx
 import pytest
 from redis.asyncio import Redis
-from starlette.applications import Starlette
 
+from devenv.asgi import ASGIApp, lifespan
 from kommo_sim import RateLimitConfig, SimConfig, Simulator, random_mutation
-from service import store
-from service.app import create_app
+from service.keys import Keys
 from service.settings import Needs, Settings
+from service.store import cursors as store
+from service.web.app import create_app
 from tests.engine import SIM_TOKEN, kommo_settings_for, run_worker_burst
 from tests.mirror import differences
 
@@ -32,10 +33,8 @@ def kommo_settings(env: dict[str, str]) -> Settings:
 
 @pytest.fixture
 async def web(kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis) -> AsyncIterator[
-        Starlette]:
-    app = create_app(kommo_settings)
-    app.state.settings = kommo_settings
-    async with app.router.lifespan_context(app):
+        ASGIApp]:
+    async with lifespan(create_app(kommo_settings)) as app:
         yield app
 
 
@@ -57,8 +56,7 @@ def hook_path(settings: Settings) -> str:
     return f"/webhooks/kommo/{settings.webhook_secret.value}"
 
 
-async def post(app: Starlette, body: bytes) -> httpx.Response:
-    settings = app.state.settings
+async def post(app: ASGIApp, body: bytes, settings: Settings) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://sync.test") as client:
         return await client.post(hook_path(settings), content=body, headers=FORM)
@@ -71,7 +69,7 @@ def body(name: str) -> bytes:
 class Messages:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.pubsub = redis.pubsub()
-        self.channel = settings.key("lead_update")
+        self.channel = Keys(settings.redis_prefix).lead_update
 
     async def __aenter__(self) -> Messages:
         await self.pubsub.subscribe(self.channel)
@@ -106,14 +104,14 @@ SCENARIOS: dict[str, tuple[str | None, set[int], set[str]]] = {
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 async def test_each_fixture_body_mirrors_its_ids(
-    name: str, kommo_settings: Settings, web: Starlette, pool: asyncpg.Pool, redis: Redis
+    name: str, kommo_settings: Settings, web: ASGIApp, pool: asyncpg.Pool, redis: Redis
 ) -> None:
     sim = Simulator(SimConfig(seed=1, leads=120, contacts=520, token=SIM_TOKEN,
                               rate_limit=RateLimitConfig(rate=0)))
     await mark_backfilled(pool, sim.config.account_id)
     _, lead_ids, actions = SCENARIOS[name]
     async with Messages(redis, kommo_settings) as messages:
-        response = await post(web, body(name))
+        response = await post(web, body(name), kommo_settings)
         assert response.status_code == 200, response.text
         await drain(kommo_settings, sim)
         got = await messages.collect()
@@ -132,25 +130,25 @@ async def test_each_fixture_body_mirrors_its_ids(
 
 
 async def test_delete_and_restore_bodies(
-    kommo_settings: Settings, web: Starlette, pool: asyncpg.Pool, redis: Redis
+    kommo_settings: Settings, web: ASGIApp, pool: asyncpg.Pool, redis: Redis
 ) -> None:
     sim = Simulator(SimConfig(seed=1, leads=120, contacts=520, token=SIM_TOKEN,
                               rate_limit=RateLimitConfig(rate=0)))
     await mark_backfilled(pool, sim.config.account_id)
     async with Messages(redis, kommo_settings) as messages:
-        assert (await post(web, body("lead_add"))).status_code == 200
-        assert (await post(web, body("contact_add"))).status_code == 200
+        assert (await post(web, body("lead_add"), kommo_settings)).status_code == 200
+        assert (await post(web, body("contact_add"), kommo_settings)).status_code == 200
         await drain(kommo_settings, sim)
         sim.delete_lead(24000101)
         sim.delete_contact(35000501)
-        assert (await post(web, body("lead_delete"))).status_code == 200
-        assert (await post(web, body("contact_delete"))).status_code == 200
+        assert (await post(web, body("lead_delete"), kommo_settings)).status_code == 200
+        assert (await post(web, body("contact_delete"), kommo_settings)).status_code == 200
         await drain(kommo_settings, sim)
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT is_deleted FROM leads WHERE id = 24000101")
             assert await conn.fetchval("SELECT is_deleted FROM contacts WHERE id = 35000501")
         sim.restore_lead(24000101)
-        assert (await post(web, body("lead_restore"))).status_code == 200
+        assert (await post(web, body("lead_restore"), kommo_settings)).status_code == 200
         await drain(kommo_settings, sim)
         got = await messages.collect()
     actions = [m["data"]["action"] for m in got if m["data"]["lead"]["id"] == 24000101]
@@ -161,7 +159,7 @@ async def test_delete_and_restore_bodies(
 
 
 async def test_duplicated_delayed_and_reordered_webhooks_converge(
-    kommo_settings: Settings, web: Starlette, pool: asyncpg.Pool, redis: Redis
+    kommo_settings: Settings, web: ASGIApp, pool: asyncpg.Pool, redis: Redis
 ) -> None:
     sim = Simulator(
         SimConfig(seed=5, leads=150, contacts=80, token=SIM_TOKEN,

@@ -12,14 +12,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.hints import Hints
-from service.webhooks import MAX_ID, WebhookParseError, parse_webhook
+from service.sync.hints import Hints
+from service.web.webform import MAX_ID, WebhookParseError, parse_webhook
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kommo" / "webhooks"
 if not FIXTURES.is_dir():  # the checkout's own copy, when the shared folder is not mounted
     FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 
 # fixture name -> what it must queue (account 31000001 / examplecorp in all of them)
+def flat(**fields: Any) -> Hints:
+    """Hints from the flat names of the queues (lead_changes=…, contact_deletes=…)."""
+    hints = Hints(**{k: v for k, v in fields.items() if "_" not in k or k == "account_id"})
+    for name, value in fields.items():
+        kind, _, what = name.partition("_")
+        if what in ("changes", "deletes", "restores"):
+            getattr(hints, what)[kind + "s"] = value
+    return hints
+
+
 EXPECTED: dict[str, dict[str, Any]] = {
     "SYNTHETIC_two_leads_one_body": {"lead_changes": {24000101: 1748300000, 24000102: 1748300000}},
     "company_add": {"companies": 1},
@@ -49,7 +59,7 @@ def fixture_bodies() -> list[str]:
 
 
 def expected_hints(name: str) -> Hints:
-    return Hints(account_id=31000001, subdomain="examplecorp", **EXPECTED[name])
+    return flat(account_id=31000001, subdomain="examplecorp", **EXPECTED[name])
 
 
 def test_every_fixture_is_covered() -> None:
@@ -103,7 +113,7 @@ def test_several_kinds_sparse_indices_any_order_account_last() -> None:
             ("account[id]", 31000001),
         )
     )
-    assert hints == Hints(
+    assert hints == flat(
         account_id=31000001,
         subdomain="examplecorp",
         lead_changes={11: 20, 12: 30},
@@ -117,14 +127,14 @@ def test_several_kinds_sparse_indices_any_order_account_last() -> None:
 def test_account_absent_or_subdomain_only() -> None:
     assert parse_webhook(b"leads[add][0][id]=5").account_id is None
     hints = parse_webhook(b"leads%5Badd%5D%5B0%5D%5Bid%5D=5&account%5Bsubdomain%5D=old")
-    assert (hints.account_id, hints.subdomain, hints.lead_changes) == (None, "old", {5: 0})
+    assert (hints.account_id, hints.subdomain, hints.changes["leads"]) == (None, "old", {5: 0})
 
 
 def test_delete_wins_over_a_change_of_the_same_id() -> None:
     hints = parse_webhook(
         body(("leads[update][0][id]", 1), ("leads[delete][0][id]", 1), ("leads[add][0][id]", 2))
     )
-    assert (hints.lead_changes, hints.lead_deletes) == ({2: 0}, {1})
+    assert (hints.changes["leads"], hints.deletes["leads"]) == ({2: 0}, {1})
 
 
 def test_delete_and_restore_of_one_id_are_both_kept() -> None:
@@ -137,8 +147,8 @@ def test_delete_and_restore_of_one_id_are_both_kept() -> None:
             ("contacts[update][0][last_modified]", 8),
         )
     )
-    assert hints.contact_changes == {1: 9}
-    assert hints.contact_deletes == hints.contact_restores == {1}
+    assert hints.changes["contacts"] == {1: 9}
+    assert hints.deletes["contacts"] == hints.restores["contacts"] == {1}
 
 
 def test_ignored_kinds_alone_are_valid() -> None:
@@ -153,15 +163,15 @@ def test_unusual_but_valid_forms() -> None:
         b"leads%5bupdate%5d%5b007%5d%5bid%5d=5&leads[update][007][name]=a+b"
         b"&leads[update][007][last_modified]=soon&&"
     )
-    assert hints.lead_changes == {5: 0}
-    assert parse_webhook(b"leads[add][0][id]=%39").lead_changes == {9: 0}
-    assert parse_webhook(f"leads[add][0][id]={MAX_ID}".encode()).lead_changes == {MAX_ID: 0}
+    assert hints.changes["leads"] == {5: 0}
+    assert parse_webhook(b"leads[add][0][id]=%39").changes["leads"] == {9: 0}
+    assert parse_webhook(f"leads[add][0][id]={MAX_ID}".encode()).changes["leads"] == {MAX_ID: 0}
     # non-ASCII, percent-encoded or raw UTF-8
     raw = "leads[add][0][id]=1&leads[add][0][name]=Señor ☃".encode()
-    assert parse_webhook(raw).lead_changes == {1: 0}
+    assert parse_webhook(raw).changes["leads"] == {1: 0}
     assert parse_webhook(
         body(("leads[add][0][id]", 1), ("leads[add][0][name]", "Ж😀"))
-    ).lead_changes
+    ).changes["leads"]
 
 
 @pytest.mark.parametrize(
@@ -280,9 +290,13 @@ def valid_cases(draw: st.DrawFn, account_id: int = 31000001) -> Case:
             expected.companies += 1
             continue
         changes, deletes, restores = (
-            (expected.lead_changes, expected.lead_deletes, expected.lead_restores)
+            (expected.changes["leads"], expected.deletes["leads"], expected.restores["leads"])
             if top == "leads"
-            else (expected.contact_changes, expected.contact_deletes, expected.contact_restores)
+            else (
+                expected.changes["contacts"],
+                expected.deletes["contacts"],
+                expected.restores["contacts"],
+            )
         )
         if action == "delete":
             deletes.add(ident)
@@ -291,8 +305,8 @@ def valid_cases(draw: st.DrawFn, account_id: int = 31000001) -> Case:
             if action == "restore":
                 restores.add(ident)
     for changes, deletes, restores in (
-        (expected.lead_changes, expected.lead_deletes, expected.lead_restores),
-        (expected.contact_changes, expected.contact_deletes, expected.contact_restores),
+        (expected.changes["leads"], expected.deletes["leads"], expected.restores["leads"]),
+        (expected.changes["contacts"], expected.deletes["contacts"], expected.restores["contacts"]),
     ):
         for ident in deletes - restores:
             changes.pop(ident, None)
@@ -369,8 +383,8 @@ def test_mutated_and_garbage_bodies_fail_cleanly(raw: bytes) -> None:
     except WebhookParseError as exc:
         assert "\n" not in str(exc) and str(exc)
         return
-    for group in (hints.lead_changes, hints.lead_deletes, hints.contact_changes,
-                  hints.contact_deletes):  # fmt: skip
+    for group in (hints.changes["leads"], hints.deletes["leads"], hints.changes["contacts"],
+                  hints.deletes["contacts"]):  # fmt: skip
         assert all(0 < i <= MAX_ID for i in group)
-    assert hints.lead_restores <= hints.lead_changes.keys()
-    assert hints.contact_restores <= hints.contact_changes.keys()
+    assert hints.restores["leads"] <= hints.changes["leads"].keys()
+    assert hints.restores["contacts"] <= hints.changes["contacts"].keys()

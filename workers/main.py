@@ -15,12 +15,13 @@ from arq.worker import func
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
-from service.backfill import Backfill
-from service.errors import KommoUnavailable
-from service.reconcile import Reconciler
-from service.resources import Resources, open_resources
+from service.keys import Keys
+from service.kommo.errors import KommoUnavailable
+from service.resources import SyncResources, open_sync_resources
 from service.settings import Settings
-from service.sync import Mirror, resolve_account_id
+from service.sync.backfill import Backfill
+from service.sync.mirror import Mirror, resolve_account_id
+from service.sync.reconcile import Reconciler
 from workers import jobs
 
 log = logging.getLogger(__name__)
@@ -29,17 +30,19 @@ log = logging.getLogger(__name__)
 def worker_options(
     settings: Settings, *, kommo_transport: httpx.AsyncBaseTransport | None = None
 ) -> dict[str, Any]:
-    """Keyword arguments for :class:`arq.worker.Worker`."""
+    """Keyword arguments for :class:`arq.worker.Worker`: the queue, the cron names and every
+    job id carry ``REDIS_PREFIX``."""
+    keys = Keys(settings.redis_prefix)
 
     async def startup(ctx: dict[str, Any]) -> None:
         async with contextlib.AsyncExitStack() as stack:
             res = await stack.enter_async_context(
-                open_resources(settings, kommo=True, kommo_transport=kommo_transport)
+                open_sync_resources(settings, kommo_transport=kommo_transport)
             )
             mirror = Mirror(res, await _account_id(res))  # a refused credential stops us here
-            await res.redis.delete(settings.key(jobs.STOPPED))  # the credential works again
+            await res.redis.delete(keys.stopped)  # the credential works again
             ctx["worker"] = jobs.Worker(res, mirror, Reconciler(mirror))
-            if await Backfill(mirror, show_bar=False).needed():
+            if await Backfill(mirror).needed():
                 await jobs.ensure_backfill(res)
             ctx["stack"] = stack.pop_all()  # closed by shutdown
         log.info("worker ready for account %d", mirror.account_id)
@@ -56,13 +59,14 @@ def worker_options(
             func(jobs.backfill, keep_result=0, timeout=24 * 3600, max_tries=1000),
         ],
         "cron_jobs": [
-            cron(jobs.reconcile_tick, second=set(range(60)), keep_result=0, unique=True,
-                 timeout=600, max_tries=1),
-            cron(jobs.check_webhook, minute=set(range(0, 60, 5)), second=30, keep_result=0,
-                 unique=True, timeout=60, max_tries=1),
+            cron(jobs.reconcile_tick, name=keys.cron_name("cron:reconcile_tick"),
+                 second=set(range(60)), keep_result=0, unique=True, timeout=600, max_tries=1),
+            cron(jobs.check_webhook, name=keys.cron_name("cron:check_webhook"),
+                 minute=set(range(0, 60, 5)), second=30, keep_result=0, unique=True, timeout=60,
+                 max_tries=1),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_dsn),
-        "queue_name": settings.key("arq:queue"),
+        "queue_name": keys.queue,
         "on_startup": startup,
         "on_shutdown": shutdown,
         "poll_delay": 0.02,
@@ -70,11 +74,11 @@ def worker_options(
         "job_timeout": 300,
         "keep_result": 0,
         "handle_signals": True,
-        "health_check_key": settings.key("arq:health-check"),
+        "health_check_key": keys.health_check,
     }
 
 
-async def _account_id(res: Resources) -> int:
+async def _account_id(res: SyncResources) -> int:
     """Resolve the account, waiting out a Kommo that is briefly unavailable (429, 5xx)."""
     delay = 1.0
     for _ in range(30):

@@ -1,0 +1,166 @@
+"""What each lead shows consumers, and its versions.
+
+After a batch's writes, :func:`refresh_leads` recomputes what each touched lead shows (the
+``lead`` object of ``lead_update``, ``_REFRESH`` below, one statement for the batch), and only
+where that really changed bumps the lead's ``version`` and returns the ``lead_update`` data to
+publish once the transaction has committed. The other functions find which leads show a
+contact, a tag, …, so that a change of those re-shows exactly them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from service.kinds import LEADS, EntityKind
+from service.store import Conn
+
+
+@dataclass(frozen=True)
+class LeadChange:
+    """One ``lead_update``: the ``data`` object of the message, after its commit."""
+
+    version: int
+    action: str
+    source: str
+    lead: dict[str, Any]
+    previous_updated_at: str | None = None  # what consumers were shown before (not sent)
+
+    @property
+    def edited(self) -> bool:
+        """Did the lead itself change in Kommo (not only a contact, tag or link it shows)?"""
+        return self.lead.get("updated_at") != self.previous_updated_at
+
+    def envelope(self, account_id: int) -> dict[str, Any]:
+        return {
+            "event": "lead_update",
+            "account_id": account_id,
+            "data": {
+                "action": self.action,
+                "version": self.version,
+                "source": self.source,
+                "lead": self.lead,
+            },
+        }
+
+
+async def lock_account(conn: Conn, account_id: int) -> None:
+    """Serialise the mirror's write transactions for one account (held until commit)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(7001, $1::int)", account_id % (1 << 31))
+
+
+async def leads_showing(conn: Conn, account_id: int, kind: EntityKind,
+                        ids: Collection[int]) -> list[int]:
+    """The leads linked to these entities of ``kind`` (through the leads' link tables)."""
+    tables = [link.table for link in LEADS.links if link.target == kind.owner]
+    if not ids or not tables:
+        return []
+    found: set[int] = set()
+    for table in tables:
+        rows = await conn.fetch(
+            f"""SELECT DISTINCT lead_id FROM {table}
+                WHERE account_id = $1 AND {kind.owner} = ANY($2::bigint[])""",
+            account_id, list(ids),
+        )
+        found.update(r["lead_id"] for r in rows)
+    return sorted(found)
+
+
+async def leads_with_tags(conn: Conn, account_id: int, tag_ids: Collection[int]) -> list[int]:
+    if not tag_ids:
+        return []
+    rows = await conn.fetch(
+        "SELECT DISTINCT lead_id FROM lead_tags WHERE account_id = $1 AND tag_id = ANY($2)",
+        account_id, list(tag_ids),
+    )
+    return [r["lead_id"] for r in rows]
+
+
+_REFRESH = """
+WITH tag_lists AS (
+    SELECT lt.lead_id,
+           jsonb_agg(jsonb_build_object('id', t.id, 'name', t.name) ORDER BY t.id) AS tags
+    FROM lead_tags lt
+    JOIN tags t ON t.account_id = lt.account_id AND t.entity_type = 'leads' AND t.id = lt.tag_id
+    WHERE lt.account_id = $1 AND lt.lead_id = ANY($2::bigint[])
+    GROUP BY lt.lead_id
+), links AS (
+    SELECT lc.lead_id, lc.contact_id, lc.is_main, c.name
+    FROM lead_contacts lc
+    JOIN contacts c ON c.account_id = lc.account_id AND c.id = lc.contact_id
+    WHERE lc.account_id = $1 AND lc.lead_id = ANY($2::bigint[]) AND NOT c.is_deleted
+), phone_lists AS (
+    SELECT p.contact_id, jsonb_agg(p.normalized ORDER BY p.position) AS phones
+    FROM contact_phones p
+    WHERE p.account_id = $1 AND p.normalized IS NOT NULL
+      AND p.contact_id IN (SELECT contact_id FROM links)
+    GROUP BY p.contact_id
+), contact_lists AS (
+    SELECT k.lead_id,
+           jsonb_agg(jsonb_build_object('id', k.contact_id, 'is_main', k.is_main, 'name', k.name,
+                                        'phones', COALESCE(pl.phones, '[]'::jsonb))
+                     ORDER BY k.is_main DESC, k.contact_id) AS contacts
+    FROM links k LEFT JOIN phone_lists pl ON pl.contact_id = k.contact_id
+    GROUP BY k.lead_id
+), fresh AS (
+    SELECT l.id, l.shown AS old, jsonb_build_object(
+        'id', l.id,
+        'name', l.name,
+        'price', l.price,
+        'pipeline_id', l.pipeline_id,
+        'status_id', l.status_id,
+        'responsible_user_id', l.responsible_user_id,
+        'created_at', kommo_iso(l.created_at),
+        'updated_at', kommo_iso(l.updated_at),
+        'closed_at', kommo_iso(l.closed_at),
+        'is_deleted', l.is_deleted,
+        'tags', COALESCE(tl.tags, '[]'::jsonb),
+        'contacts', COALESCE(cl.contacts, '[]'::jsonb),
+        'custom_fields', l.custom_fields) AS shown
+    FROM leads l
+    LEFT JOIN tag_lists tl ON tl.lead_id = l.id
+    LEFT JOIN contact_lists cl ON cl.lead_id = l.id
+    WHERE l.account_id = $1 AND l.id = ANY($2::bigint[])
+), changed AS (
+    SELECT id, shown, old FROM fresh WHERE old IS DISTINCT FROM shown ORDER BY id
+)
+UPDATE leads l SET
+    shown = c.shown,
+    version = nextval('lead_version_seq'),
+    last_source = $3,
+    last_action = CASE
+        WHEN c.old IS NULL THEN
+            CASE WHEN (c.shown->>'is_deleted')::bool THEN 'deleted' ELSE 'created' END
+        WHEN (c.shown->>'is_deleted')::bool AND NOT (c.old->>'is_deleted')::bool THEN 'deleted'
+        WHEN NOT (c.shown->>'is_deleted')::bool AND (c.old->>'is_deleted')::bool THEN 'restored'
+        ELSE 'updated' END
+FROM changed c
+WHERE l.account_id = $1 AND l.id = c.id
+RETURNING l.version, l.last_action, l.shown::text AS shown,
+    c.old->>'updated_at' AS previous_updated_at
+"""
+"""What a batch of leads shows (the ``lead`` object of lead_update), computed for the batch in
+one statement; where it differs from what was last shown, a new version."""
+
+
+async def refresh_leads(
+    conn: Conn, account_id: int, lead_ids: Collection[int], source: str
+) -> list[LeadChange]:
+    """Recompute what these leads show; bump versions where it changed; return the changes.
+
+    Call it inside the transaction that holds :func:`lock_account`: writers are serialised per
+    account, so what a lead shows is computed from a state no other writer is changing.
+    """
+    if not lead_ids:
+        return []
+    rows = await conn.fetch(_REFRESH, account_id, sorted(set(lead_ids)), source)
+    changes = [
+        LeadChange(r["version"], r["last_action"], source, json.loads(r["shown"]),
+                   r["previous_updated_at"])
+        for r in rows
+    ]
+    changes.sort(key=lambda c: c.version)
+    return changes
+

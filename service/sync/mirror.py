@@ -1,0 +1,221 @@
+"""The one write path: fetch from Kommo, write the mirror, publish ``lead_update`` after commit.
+
+Webhook drains, reconcile and backfill all write through :meth:`Mirror.apply`: each batch is one
+transaction (under a per-account lock) that writes entities, their tags, links and phones,
+dictionaries and tombstones, then recomputes what every touched lead shows; the lead changes it
+produced are published on Redis only after that transaction committed. A crash between commit
+and publish loses no message for good: the versions are in Postgres and the catch-up read
+returns them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from service.kinds import ENTITY_KINDS, LEADS, EntityKind, kind_named
+from service.kommo.budget import Priority
+from service.records import Pipeline, Record, TagRef, User
+from service.resources import SyncResources
+from service.settings import ConfigError
+from service.store import dictionaries, entities, leadview, links
+from service.store.leadview import LeadChange
+from service.sync import status
+
+log = logging.getLogger(__name__)
+
+LEAD_UPDATES = Counter(
+    "lead_updates_published_total", "lead_update messages published", ["source", "action"]
+)
+FRESHNESS = Histogram(
+    "lead_update_freshness_seconds", "from Kommo's updated_at to the lead_update", ["source"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+ROWS_WRITTEN = Counter(
+    "mirror_rows_written_total", "rows written to the mirror", ["entity", "source"]
+)
+
+Ids = Mapping[str, Collection[int]]
+"""Entity ids by kind name."""
+
+
+def _per_kind() -> dict[str, Any]:
+    return {k.name: set() for k in ENTITY_KINDS}
+
+
+@dataclass
+class Batch:
+    """Everything one transaction writes. Keys of the per-kind maps are kind names."""
+
+    records: dict[str, list[Record]] = field(default_factory=dict)
+    deletes: dict[str, set[int]] = field(default_factory=_per_kind)
+    restored: dict[str, set[int]] = field(default_factory=_per_kind)
+    deleted_at: float = field(default_factory=time.time)
+    pipelines: Sequence[Pipeline] | None = None  # a complete listing, or None
+    users: Sequence[User] | None = None  # a complete listing, or None
+    tags: dict[str, list[TagRef]] = field(default_factory=dict)  # tag dictionaries, per kind
+
+    def add(self, records: Iterable[Record]) -> None:
+        for r in records:
+            self.records.setdefault(r.kind.name, []).append(r)
+
+
+@dataclass
+class Outcome:
+    written: dict[str, list[int]]  # ids written, per kind
+    deleted: dict[str, list[int]]  # ids tombstoned, per kind
+    changes: list[LeadChange]
+
+    def count(self) -> int:
+        return sum(map(len, self.written.values())) + sum(map(len, self.deleted.values()))
+
+
+class Mirror:
+    """The mirror of one Kommo account: write batches, publish their lead changes."""
+
+    def __init__(self, res: SyncResources, account_id: int) -> None:
+        self.res = res
+        self.kommo = res.kommo
+        self.account_id = account_id
+        self.region = res.settings.phone_default_region
+
+    async def apply(self, batch: Batch, source: str) -> Outcome:
+        acc, region = self.account_id, self.region
+        written: dict[str, list[int]] = {}
+        deleted: dict[str, list[int]] = {}
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await leadview.lock_account(conn, acc)
+            if batch.pipelines is not None:
+                await dictionaries.replace_pipelines(conn, acc, batch.pipelines)
+            if batch.users is not None:
+                await dictionaries.replace_users(conn, acc, batch.users)
+            renamed: list[int] = []  # lead tags renamed: their leads show the new name
+            for name, tags in batch.tags.items():
+                changed = await links.upsert_tags(conn, acc, kind_named(name), tags)
+                renamed += changed if name == LEADS.name else []
+            for kind in ENTITY_KINDS:
+                rows = await entities.upsert(conn, acc, kind, batch.records.get(kind.name, ()),
+                                             restored=batch.restored.get(kind.name, ()))
+                changed = await links.replace_all(conn, acc, kind, rows, region)
+                renamed += changed if kind is LEADS else []
+                written[kind.name] = [r.id for r in rows]
+            for kind in ENTITY_KINDS:
+                deleted[kind.name] = await entities.tombstone(
+                    conn, acc, kind, batch.deletes.get(kind.name, ()), batch.deleted_at)
+            touched = set(written[LEADS.name]) | set(deleted[LEADS.name])
+            for kind in ENTITY_KINDS:
+                if kind is not LEADS and (written[kind.name] or deleted[kind.name]):
+                    touched.update(await leadview.leads_showing(
+                        conn, acc, kind, [*written[kind.name], *deleted[kind.name]]))
+            touched.update(await leadview.leads_with_tags(conn, acc, renamed))
+            changes = await leadview.refresh_leads(conn, acc, touched, source)
+        for kind in ENTITY_KINDS:
+            ROWS_WRITTEN.labels(kind.name, source).inc(
+                len(written[kind.name]) + len(deleted[kind.name]))
+        await self.publish(changes)
+        return Outcome(written, deleted, changes)
+
+    async def publish(self, changes: Sequence[LeadChange]) -> None:
+        if not changes:
+            return
+        channel = self.res.keys.lead_update
+        now = time.time()
+        latencies = []
+        async with self.res.redis.pipeline(transaction=False) as pipe:
+            for change in changes:
+                pipe.publish(channel, json.dumps(change.envelope(self.account_id)))
+                LEAD_UPDATES.labels(change.source, change.action).inc()
+                changed_at = _epoch(change.lead.get("updated_at"))
+                if changed_at is not None and change.edited and change.action != "deleted":
+                    FRESHNESS.labels(change.source).observe(max(0.0, now - changed_at))
+                    if change.source == "webhook":
+                        latencies.append(max(0.0, now - changed_at) * 1000)
+            await pipe.execute()
+        await status.record_latencies(self.res.redis, self.res.keys, latencies)
+
+    async def known(self, kind: EntityKind, ids: Collection[int]) -> set[int]:
+        async with self.res.pool.acquire() as conn:
+            return await entities.known_ids(conn, self.account_id, kind, ids)
+
+    async def apply_leads(self, leads: Sequence[Record], *, priority: Priority, source: str,
+                          batch: Batch | None = None, ids: Ids | None = None,
+                          ) -> tuple[Outcome, dict[str, dict[int, int]]]:
+        """Write leads, first fetching what they link to that the mirror never saw (and the
+        entities in ``ids``); returns the outcome and the ``updated_at`` of what was fetched."""
+        batch = batch or Batch()
+        batch.add(leads)
+        seen: dict[str, dict[int, int]] = {}
+        for kind in _linked_kinds():
+            link = next(lk for lk in LEADS.links if lk.target == kind.owner)
+            linked = {t for r in leads for t in r.linked(link.embedded)}
+            wanted = set((ids or {}).get(kind.name, ())) | (linked - await self.known(kind, linked)
+                                                             if linked else set())
+            found = await self.kommo.by_ids(kind, wanted, priority=priority) if wanted else []
+            batch.add(found)
+            seen[kind.name] = _stamps(found)
+        return await self.apply(batch, source), seen
+
+    async def fetch_and_apply(self, ids: Ids, *, priority: Priority, source: str,
+                              batch: Batch | None = None
+                              ) -> tuple[Outcome, dict[str, dict[int, int]]]:
+        """Fetch entities by id (plus linked ones never seen) and write them.
+
+        Returns the outcome and, per kind, the ``updated_at`` Kommo returned per id (an id Kommo
+        did not return is absent: deleted, or not visible).
+        """
+        batch = batch or Batch()
+        lead_ids = set(ids.get(LEADS.name, ()))
+        rest = {k: set(v) for k, v in ids.items() if k != LEADS.name}
+        early: dict[str, dict[int, int]] = {}
+        for kind in _linked_kinds():
+            restored = rest.get(kind.name, set()) & batch.restored.get(kind.name, set())
+            if restored:  # a restored contact's links come back with it: re-read its leads
+                found, their_leads = await self.kommo.leads_of_contacts(kind, restored,
+                                                                        priority=priority)
+                batch.add(found)
+                early[kind.name] = _stamps(found)
+                lead_ids |= their_leads
+                rest[kind.name] -= restored
+        leads = await self.kommo.by_ids(LEADS, lead_ids, priority=priority) if lead_ids else []
+        outcome, seen = await self.apply_leads(leads, priority=priority, source=source,
+                                               batch=batch, ids=rest)
+        stamps = {LEADS.name: _stamps(leads)}
+        for kind in _linked_kinds():
+            stamps[kind.name] = {**early.get(kind.name, {}), **seen.get(kind.name, {})}
+        return outcome, stamps
+
+
+def _linked_kinds() -> list[EntityKind]:
+    """The kinds leads link to (and show): contacts, …"""
+    targets = {link.target for link in LEADS.links}
+    return [k for k in ENTITY_KINDS if k.owner in targets]
+
+
+def _epoch(iso: Any) -> float | None:
+    if not isinstance(iso, str):
+        return None
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def _stamps(records: Iterable[Record]) -> dict[int, int]:
+    return {r.id: r.updated_at for r in records}
+
+
+async def resolve_account_id(res: SyncResources) -> int:
+    """The account our credential opens (checked against KOMMO_ACCOUNT_ID when set).
+
+    This is also the start-up check of the credential: a refused one fails here, loudly.
+    """
+    account = await res.kommo.account(priority=Priority.WEBHOOK)
+    found = int(account["id"])
+    wanted = res.settings.kommo_account_id
+    if wanted is not None and wanted != found:
+        raise ConfigError("KOMMO_ACCOUNT_ID", f"does not match the credential's account {found}")
+    return found

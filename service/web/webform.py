@@ -1,0 +1,216 @@
+"""Kommo's webhook body, parsed into :class:`~service.sync.hints.Hints` (ids and kinds only).
+
+A webhook is a hint, not data: only ids, kinds and ``last_modified``/``updated_at`` are taken;
+the worker fetches the records from the API. The body is PHP ``http_build_query`` output::
+
+    account[subdomain]=…&account[id]=…            (first, last or absent)
+    leads[add|update|status|responsible|delete|restore][<i>][id|last_modified|updated_at|…]=…
+    contacts[add|update|delete|restore|responsible][<i>][id|…|type]=…   type = contact|company
+
+Rules of the parser (:func:`parse_webhook`):
+
+- Indices are any decimal numbers, in any order, not necessarily contiguous; several entity
+  kinds and actions may share one body.
+- Each entity kind is declared in :mod:`service.kinds` with its webhook key (and, under the
+  shared ``contacts`` key, its ``type``). A contact record without ``type`` is a contact;
+  companies are recognised and counted, never queued.
+- Other top-level kinds (``task``, ``unsorted``, ``talk``, ``message``, …) and other actions
+  (``leads[note]``, ``contacts[note]``, …) are ignored and counted per record.
+- A timestamp that is absent or not a plain integer counts as 0 (it only tunes the lagging-read
+  check); the id, the index, ``type`` and ``account[id]`` are validated strictly.
+- Delete and change of one id in one body: the delete wins (Kommo sends one state per id, and
+  an update can't follow a delete in one body, so the change came first). Delete and restore of
+  one id in one body: both are kept as hints (the restore also queues a fetch); the worker's
+  fetch decides.
+- Invalid input raises :class:`WebhookParseError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+from urllib.parse import unquote_plus
+
+from service.kinds import ENTITY_KINDS, EntityKind
+from service.sync.hints import Hints
+
+MAX_ID: Final = 2**53
+
+_ACTIONS: Final = {
+    "leads": frozenset({"add", "update", "status", "responsible", "delete", "restore"}),
+    "contacts": frozenset({"add", "update", "delete", "restore", "responsible"}),
+}
+_FIELDS: Final = frozenset({"id", "last_modified", "updated_at", "type"})
+_TYPES: Final = frozenset({"contact", "company"})
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_HIGH_BYTES = re.compile(r"(?:%[89A-Fa-f][0-9A-Fa-f])+")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+class WebhookParseError(ValueError):
+    """The body is not a Kommo webhook; ``str(error)`` is a one-line reason."""
+
+
+def _unquote(text: str) -> str:
+    if "%" in text or "+" in text:
+        return unquote_plus(text, errors="strict")
+    return text
+
+
+def _positive_id(where: str, raw: str) -> int:
+    value = _unquote(raw)
+    if value.isascii() and value.isdigit() and len(value) <= 16:
+        number = int(value)
+        if 0 < number <= MAX_ID:
+            return number
+    raise WebhookParseError(f"{where} is not a positive integer up to 2**53: {value[:24]!r}")
+
+
+def _timestamp(raw: str) -> int:
+    value = _unquote(raw) if "%" in raw else raw
+    if value.isascii() and value.isdigit() and len(value) <= 15:
+        return int(value)
+    return 0
+
+
+def _kind_for(top: str, type_: str | None) -> EntityKind | None:
+    """The declared kind of a record under ``top`` with this ``type`` (None: not mirrored)."""
+    for kind in ENTITY_KINDS:
+        if kind.webhook_key == top and kind.webhook_type in (None, type_ or "contact"):
+            return kind
+    return None
+
+
+class _Record:
+    __slots__ = ("id", "lm", "type")
+
+    def __init__(self) -> None:
+        self.id: int | None = None
+        self.lm = 0
+        self.type: str | None = None
+
+
+def _decode(body: bytes) -> str:
+    if not body.strip():
+        raise WebhookParseError("empty body")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebhookParseError("body is not valid UTF-8") from None
+    if "%" in text:
+        # Brackets are most of the escapes: decode them once, to keep the scans below short.
+        text = text.replace("%5B", "[").replace("%5D", "]")
+    if "%" in text:
+        if _BAD_PERCENT.search(text):
+            raise WebhookParseError("malformed percent-encoding")
+        for run in _HIGH_BYTES.findall(text):
+            try:
+                bytes.fromhex(run.replace("%", "")).decode("utf-8")
+            except UnicodeDecodeError:
+                raise WebhookParseError("percent-encoded bytes are not valid UTF-8") from None
+    return text
+
+
+class _Parser:
+    def __init__(self) -> None:
+        self.hints = Hints()
+        self.records: dict[tuple[str, str, str], _Record] = {}
+        self.ignored: set[tuple[str, str, str]] = set()
+
+    def field(self, field: str) -> None:
+        key, eq, value = field.partition("=")
+        if not eq:
+            raise WebhookParseError("not form-encoded: a field without '='")
+        if "%" in key or "+" in key:
+            key = _unquote(key)
+        open_at = key.find("[")
+        if open_at <= 0:
+            return  # a bare name: not a kind, not ours
+        top = key[:open_at]
+        parts = key[open_at + 1 : -1].split("][", 3) if key[-1] == "]" else None
+        if top == "account":
+            self._account(key, value)
+        elif top in _ACTIONS:
+            self._entity(top, key, parts, value)
+        elif _NAME.fullmatch(top):
+            action = parts[0][:32] if parts else ""
+            self.ignored.add((top, action, parts[1] if parts and len(parts) > 1 else ""))
+
+    def _account(self, key: str, value: str) -> None:
+        hints = self.hints
+        if key == "account[id]":
+            account_id = _positive_id("account[id]", value)
+            if hints.account_id not in (None, account_id):
+                raise WebhookParseError("two different account[id] values")
+            hints.account_id = account_id
+        elif key == "account[subdomain]":
+            hints.subdomain = _unquote(value)[:255]
+
+    def _entity(self, top: str, key: str, parts: list[str] | None, value: str) -> None:
+        if parts is None:
+            raise WebhookParseError(f"malformed key {key[:60]!r}")
+        action = parts[0]
+        if action not in _ACTIONS[top]:
+            self.ignored.add((f"{top}[{action[:32]}]", parts[1] if len(parts) > 1 else "", ""))
+            return
+        if len(parts) < 3:
+            raise WebhookParseError(f"{key[:60]!r} has no index and field")
+        index, name = parts[1], parts[2]
+        if not (index.isascii() and index.isdigit() and len(index) <= 9):
+            raise WebhookParseError(f"{top}[{action}] index is not numeric: {index[:24]!r}")
+        record = self.records.get((top, action, index))
+        if record is None:
+            record = self.records[(top, action, index)] = _Record()
+        if name not in _FIELDS:
+            return
+        if len(parts) == 4:
+            raise WebhookParseError(f"malformed key {key[:60]!r}")
+        where = f"{top}[{action}][{index}][{name}]"
+        if name == "id":
+            ident = _positive_id(where, value)
+            if record.id not in (None, ident):
+                raise WebhookParseError(f"two different values for {where}")
+            record.id = ident
+        elif name == "type":
+            if top == "contacts":
+                kind = _unquote(value)
+                if kind not in _TYPES:
+                    raise WebhookParseError(f"{where} is not contact or company: {kind[:24]!r}")
+                record.type = kind
+        else:
+            record.lm = max(record.lm, _timestamp(value))
+
+    def finish(self) -> Hints:
+        hints = self.hints
+        if not self.records and not self.ignored:
+            raise WebhookParseError("no leads, contacts or other Kommo entity in the body")
+        for (top, action, index), record in self.records.items():
+            if record.id is None:
+                raise WebhookParseError(f"{top}[{action}][{index}] has no id")
+            kind = _kind_for(top, record.type)
+            if kind is None:
+                hints.companies += record.type == "company"
+                continue
+            if action == "delete":
+                hints.deletes[kind.name].add(record.id)
+                continue
+            if action == "restore":
+                hints.restores[kind.name].add(record.id)
+            changes = hints.changes[kind.name]
+            if record.lm > changes.get(record.id, -1):
+                changes[record.id] = record.lm
+        for kind in ENTITY_KINDS:
+            changes, restores = hints.changes[kind.name], hints.restores[kind.name]
+            for ident in hints.deletes[kind.name] - restores:
+                changes.pop(ident, None)
+        hints.ignored.update(kind for kind, _, _ in self.ignored)
+        return hints
+
+
+def parse_webhook(body: bytes) -> Hints:
+    """Parse one Kommo webhook body into :class:`Hints`; raise :class:`WebhookParseError`."""
+    parser = _Parser()
+    for field in _decode(body).split("&"):
+        if field:
+            parser.field(field)
+    return parser.finish()

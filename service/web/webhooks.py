@@ -1,0 +1,187 @@
+"""``POST /webhooks/kommo/{secret}``: Kommo's webhooks, queued as hints in milliseconds.
+
+The body is parsed by :mod:`service.web.webform`; only ids and kinds are queued
+(:mod:`service.sync.hints`), and a worker fetches the records. No Kommo call and no database
+write happens on the request path.
+
+Status codes: 404 wrong secret (Starlette's plain "Not Found", nothing logged), 415 not
+``application/x-www-form-urlencoded`` (or an unsupported charset or content encoding), 413
+over ``WEBHOOK_MAX_BYTES``, 400 unparseable (``{"error": reason}``), 403 ``account[id]`` is not
+``KOMMO_ACCOUNT_ID``, 200 queued (a JSON summary), 202 Redis unavailable (``{"queued": null,
+"lost": true}``: Kommo disables hooks that keep failing; reconcile repairs the loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+from typing import Final
+
+from prometheus_client import Counter, Histogram
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from service.settings import Settings
+from service.sync.hints import Hints, push_and_schedule
+from service.web.state import resources
+from service.web.webform import WebhookParseError, parse_webhook
+
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT_S: Final = 1.0
+"""Budget for queueing on the request path; Kommo gives up after 2 s."""
+
+WEBHOOKS_RECEIVED = Counter(
+    "webhooks_received", "Entity notifications received in valid webhooks", ["kind"]
+)
+WEBHOOKS_REJECTED = Counter("webhooks_rejected", "Webhook requests refused", ["reason"])
+WEBHOOKS_IGNORED = Counter("webhooks_ignored", "Webhook records of kinds not mirrored", ["kind"])
+WEBHOOKS_LOST = Counter("webhooks_lost", "Valid webhooks acknowledged but not queued (Redis down)")
+WEBHOOK_REQUEST_SECONDS = Histogram(
+    "webhook_request_seconds",
+    "Time to answer a webhook request",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
+)
+_IGNORED_LABELS: Final = frozenset(
+    {
+        "task", "unsorted", "talk", "message", "customers", "catalogs", "companies",
+        "leads[note]", "contacts[note]", "customers[note]",
+    }
+)  # fmt: skip
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+_FORM: Final = "application/x-www-form-urlencoded"
+_CHARSETS: Final = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+
+
+def _check_content_type(request: Request) -> None:
+    value = request.headers.get("content-type", "")
+    media, _, params = value.partition(";")
+    if media.strip().lower() != _FORM:
+        raise _Rejected(415, "unsupported_type", f"Content-Type must be {_FORM}")
+    for param in params.split(";"):
+        name, _, arg = param.partition("=")
+        if name.strip().lower() == "charset" and arg.strip().strip('"').lower() not in _CHARSETS:
+            raise _Rejected(415, "unsupported_type", "charset must be utf-8")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise _Rejected(415, "unsupported_type", "Content-Encoding is not supported")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise _Rejected(400, "unparseable", "invalid Content-Length")
+        if int(declared) > limit:
+            raise _Rejected(413, "too_large", f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Rejected(413, "too_large", f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _count(hints: Hints) -> None:
+    for kind, number in hints.queued().items():
+        if number:
+            WEBHOOKS_RECEIVED.labels(kind).inc(number)
+    if hints.companies:
+        WEBHOOKS_RECEIVED.labels("companies").inc(hints.companies)
+    for kind, number in hints.ignored.items():
+        WEBHOOKS_IGNORED.labels(kind if kind in _IGNORED_LABELS else "other").inc(number)
+
+
+def webhook_routes(settings: Settings) -> list[Route]:
+    """The webhook endpoint."""
+    configured = settings.webhook_secret
+    expected = configured.value.encode() if configured is not None else None
+    account_id = settings.kommo_account_id
+    subdomain = settings.kommo_subdomain
+    limit = settings.webhook_max_bytes
+
+    async def kommo_webhook(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            return await _handle(request)
+        finally:
+            WEBHOOK_REQUEST_SECONDS.observe(time.perf_counter() - started)
+
+    async def _handle(request: Request) -> Response:
+        given = str(request.path_params["secret"]).encode()
+        if expected is None or not hmac.compare_digest(given, expected):
+            WEBHOOKS_REJECTED.labels("bad_secret").inc()
+            return PlainTextResponse("Not Found", status_code=404)
+        try:
+            _check_content_type(request)
+            body = await _read_body(request, limit)
+            try:
+                hints = parse_webhook(body)
+            except WebhookParseError as exc:
+                raise _Rejected(400, "unparseable", str(exc)) from None
+            if (account_id is not None and hints.account_id not in (None, account_id)) or (
+                    subdomain is not None and hints.subdomain not in (None, subdomain)):
+                raise _Rejected(403, "wrong_account", "webhook is for another Kommo account")
+        except _Rejected as exc:
+            WEBHOOKS_REJECTED.labels(exc.reason).inc()
+            log.info("webhook refused (%d): %s", exc.status, exc.message)
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        except ClientDisconnect:
+            return Response(status_code=400)
+
+        _count(hints)
+        summary = {"queued": hints.queued(), "companies": hints.companies,
+                   "ignored": dict(hints.ignored)}  # fmt: skip
+        if hints.is_empty():
+            return JSONResponse(summary)
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                res = resources(request)
+                await push_and_schedule(res.redis, res.arq, res.keys, hints)
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
+            WEBHOOKS_LOST.inc()
+            log.warning("webhook not queued, Redis unavailable: %s", type(exc).__name__)
+            return JSONResponse({"queued": None, "lost": True}, status_code=202)
+        return JSONResponse(summary)
+
+    return [Route("/webhooks/kommo/{secret}", kommo_webhook, methods=["POST"])]
+
+
+_SECRET_PATH = re.compile(r"/webhooks/kommo/[^\s\"']*")
+_SECRET_ARG = re.compile(r"/webhooks/kommo/.*", re.DOTALL)
+
+
+class RedactWebhookPath(logging.Filter):
+    """Rewrite ``/webhooks/kommo/<secret>`` to ``/webhooks/kommo/***`` in log records.
+
+    Install it on the ``uvicorn.access`` logger, whose records carry the path (with the query)
+    as an argument: everything after the prefix in a string argument is redacted. A message
+    text is redacted up to the next space or quote.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                _SECRET_ARG.sub("/webhooks/kommo/***", a)
+                if isinstance(a, str) and "/webhooks/kommo/" in a
+                else a
+                for a in record.args
+            )
+        if isinstance(record.msg, str) and "/webhooks/kommo/" in record.msg:
+            record.msg = _SECRET_PATH.sub("/webhooks/kommo/***", record.msg)
+        return True

@@ -1,0 +1,1 @@
+"""The migrations, shipped as package data (read by service.store.migrations)."""
