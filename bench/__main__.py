@@ -43,8 +43,12 @@ BENCHES = [
     Bench("freshness", "change → lead_update at 50 changes/s, webhooks vs polling", 180),
     Bench("idle", "reconcile's Kommo calls when nothing changes", 120),
     Bench("backfill", "100k leads + 50k contacts at 7 requests/s; priority probe", 420),
-    Bench("fanout", "Redis → /ws → 1,000 clients (bench/fanout.py)", 150,
-          quick_args=["--clients", "200", "--duration", "5"]),
+    Bench(
+        "fanout",
+        "Redis → /ws → 1,000 clients (bench/fanout.py)",
+        150,
+        quick_args=["--clients", "200", "--duration", "5"],
+    ),
 ]
 
 
@@ -53,13 +57,23 @@ def run_one(bench: Bench, quick: bool, timeout: float) -> tuple[Report, str]:
     out = RESULTS / f"{bench.name}.json"
     out.unlink(missing_ok=True)
     if bench.name == "fanout":
-        command = [PYTHON, str(ROOT / "bench" / "fanout.py"),
-                   *(bench.quick_args if quick else bench.args)]
+        command = [
+            PYTHON,
+            str(ROOT / "bench" / "fanout.py"),
+            *(bench.quick_args if quick else bench.args),
+        ]
     else:
-        command = [PYTHON, "-m", f"bench.{bench.name}", "--json", str(out),
-                   *(["--quick"] if quick else [])]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+        command = [
+            PYTHON,
+            "-m",
+            f"bench.{bench.name}",
+            "--json",
+            str(out),
+            *(["--quick"] if quick else []),
+        ]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     timer = threading.Timer(timeout, proc.send_signal, (signal.SIGTERM,))  # it cleans up
     timer.start()
     lines = []
@@ -83,8 +97,10 @@ def run_one(bench: Bench, quick: bool, timeout: float) -> tuple[Report, str]:
         return Report([Row.from_json(r) for r in data["rows"]], data["notes"]), output
     reason = "timed out" if timed_out or code == -signal.SIGTERM else f"exit code {code}"
     tail = " ".join(output.strip().splitlines()[-3:])[-300:]
-    return Report([Row(bench.name, bench.what, float("nan"), "", problem=reason)],
-                  [f"{bench.name} failed ({reason}): {tail}"]), output
+    return Report(
+        [Row(bench.name, bench.what, float("nan"), "", problem=reason)],
+        [f"{bench.name} failed ({reason}): {tail}"],
+    ), output
 
 
 def fanout_report(output: str, code: int) -> Report:
@@ -96,25 +112,42 @@ def fanout_report(output: str, code: int) -> Report:
         if line.startswith("| ") and len(cells) == 8 and cells[0] not in ("scenario", "---"):
             found[cells[0]] = cells
     one = next((c for s, c in found.items() if s.startswith("gateway, 1 client")), None)
-    many = next((c for s, c in found.items()
-                 if s.startswith("gateway,") and "clients" in s), None)
+    many = next((c for s, c in found.items() if s.startswith("gateway,") and "clients" in s), None)
     heading = re.search(r"### Fan-out: (.*)", output)
     if code != 0 or one is None or many is None:
         tail = " ".join(output.strip().splitlines()[-3:])[-300:]
-        return Report([Row(name, "fan-out", float("nan"), "", problem=f"exit code {code}")],
-                      [f"fanout failed or printed no table: {tail}"])
+        return Report(
+            [Row(name, "fan-out", float("nan"), "", problem=f"exit code {code}")],
+            [f"fanout failed or printed no table: {tail}"],
+        )
     clients = many[1]
     return Report(
         [
-            Row(name, f"p99 latency, {clients} clients + 1 stalled", float(many[5]), "ms",
-                float(one[5]), "1 client, same rate"),
-            Row(name, f"p50 latency, {clients} clients + 1 stalled", float(many[4]), "ms",
-                float(one[4]), "1 client, same rate"),
+            Row(
+                name,
+                f"p99 latency, {clients} clients + 1 stalled",
+                float(many[5]),
+                "ms",
+                float(one[5]),
+                "1 client, same rate",
+            ),
+            Row(
+                name,
+                f"p50 latency, {clients} clients + 1 stalled",
+                float(many[4]),
+                "ms",
+                float(one[4]),
+                "1 client, same rate",
+            ),
             Row(name, "messages lost by the healthy clients", float(many[3]), "", None),
         ],
-        [f"Fan-out ({heading.group(1) if heading else 'bench/fanout.py'}): "
-         + "; ".join(f"{s}: p50 {c[4]} ms, p99 {c[5]} ms, max {c[6]} ms, lost {c[3]}, "
-                     f"server CPU {c[7]}" for s, c in found.items())],
+        [
+            f"Fan-out ({heading.group(1) if heading else 'bench/fanout.py'}): "
+            + "; ".join(
+                f"{s}: p50 {c[4]} ms, p99 {c[5]} ms, max {c[6]} ms, lost {c[3]}, server CPU {c[7]}"
+                for s, c in found.items()
+            )
+        ],
     )
 
 
@@ -136,14 +169,21 @@ def document(reports: dict[str, Report], quick: bool, elapsed: float) -> str:
     for name, report in reports.items():
         parts += ["", f"### {name}", ""]
         parts += [f"- {note}" for note in report.notes]
-    parts += ["", "## Reproduce", "",
-              "```", "make bench                      # everything, < 15 minutes",
-              "python -m devenv -- python -m bench --only backfill,idle",
-              "python -m devenv -- python -m bench --quick   # smaller sizes, a smoke run",
-              "python -m devenv -- python -m bench.freshness  # one benchmark, its own table",
-              "```", "",
-              "Needs `wrk` for the ingest benchmark (`apt-get install -y wrk`). Each benchmark "
-              "creates and drops its own database and uses its own Redis key prefix.", ""]
+    parts += [
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        "make bench                      # everything, < 15 minutes",
+        "python -m devenv -- python -m bench --only backfill,idle",
+        "python -m devenv -- python -m bench --quick   # smaller sizes, a smoke run",
+        "python -m devenv -- python -m bench.freshness  # one benchmark, its own table",
+        "```",
+        "",
+        "Needs `wrk` for the ingest benchmark (`apt-get install -y wrk`). Each benchmark "
+        "creates and drops its own database and uses its own Redis key prefix.",
+        "",
+    ]
     return "\n".join(parts)
 
 
@@ -166,8 +206,9 @@ def main() -> int:
         left = BUDGET_S - (time.monotonic() - started)
         limit = min(bench.timeout_s / (2 if args.quick else 1), left)
         if limit < 30:
-            reports[bench.name] = Report([Row(bench.name, bench.what, float("nan"), "",
-                                              problem="skipped: out of time")])
+            reports[bench.name] = Report(
+                [Row(bench.name, bench.what, float("nan"), "", problem="skipped: out of time")]
+            )
             continue
         print(f"\n## {bench.name}: {bench.what}\n", flush=True)
         reports[bench.name], output = run_one(bench, args.quick, limit)
@@ -178,15 +219,17 @@ def main() -> int:
     if not args.quick and not args.only:
         DOCS.write_text(text)
     print("\n" + table([r for report in reports.values() for r in report.rows]))
-    print(f"\nwritten: {RESULTS / 'latest.md'}"
-          + ("" if args.quick or args.only else f" and {DOCS}"), flush=True)
-    missed = [f"{r.bench}: {r.name}" for rep in reports.values() for r in rep.rows
-              if r.met is False]
+    print(
+        f"\nwritten: {RESULTS / 'latest.md'}" + ("" if args.quick or args.only else f" and {DOCS}"),
+        flush=True,
+    )
+    missed = [
+        f"{r.bench}: {r.name}" for rep in reports.values() for r in rep.rows if r.met is False
+    ]
     if missed:
         print(f"goals missed: {len(missed)}", flush=True)
     # A NaN value with a problem: the benchmark itself failed, timed out or was skipped.
-    broken = [r for rep in reports.values() for r in rep.rows
-              if r.problem and math.isnan(r.value)]
+    broken = [r for rep in reports.values() for r in rep.rows if r.problem and math.isnan(r.value)]
     return 1 if broken else 0
 
 

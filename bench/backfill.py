@@ -94,6 +94,7 @@ def instrumented_worker() -> int:
                 return await fn(*args, **kwargs)
             finally:
                 spent[f"fn:{name}"] += time.perf_counter() - started
+
         return wrapper
 
     for module_name, names in STORE_FUNCTIONS.items():
@@ -111,8 +112,9 @@ def instrumented_worker() -> int:
         finally:
             spent[f"budget_wait:{priority.name}"] += time.perf_counter() - started
 
-    async def timed_call(self: Wire, method: str, path: str, priority: Priority,
-                         **kwargs: Any) -> Any:
+    async def timed_call(
+        self: Wire, method: str, path: str, priority: Priority, **kwargs: Any
+    ) -> Any:
         started = time.perf_counter()
         try:
             return await call(self, method, path, priority, **kwargs)
@@ -219,11 +221,14 @@ async def executemany_rate(db_url: str, limit: int) -> tuple[float, int]:
     try:
         rows = await conn.fetch(
             """SELECT account_id, id, name, price, updated_at, custom_fields::text,
-                      raw::text FROM leads ORDER BY id LIMIT $1""", limit)
+                      raw::text FROM leads ORDER BY id LIMIT $1""",
+            limit,
+        )
         await conn.execute(
             """CREATE TABLE bench_executemany (account_id bigint, id bigint, name text,
                    price bigint, updated_at timestamptz, custom_fields jsonb, raw jsonb,
-                   PRIMARY KEY (account_id, id))""")
+                   PRIMARY KEY (account_id, id))"""
+        )
         sql = """INSERT INTO bench_executemany AS b
                  VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)
                  ON CONFLICT (account_id, id) DO UPDATE SET name = EXCLUDED.name,
@@ -234,7 +239,7 @@ async def executemany_rate(db_url: str, limit: int) -> tuple[float, int]:
         started = time.perf_counter()
         for i in range(0, len(records), 250):
             async with conn.transaction():
-                await conn.executemany(sql, records[i:i + 250])
+                await conn.executemany(sql, records[i : i + 250])
         elapsed = time.perf_counter() - started
         await conn.execute("DROP TABLE bench_executemany")
     finally:
@@ -242,8 +247,9 @@ async def executemany_rate(db_url: str, limit: int) -> tuple[float, int]:
     return len(records) / elapsed, len(records)
 
 
-async def probe_during(probes: Probes, s: Scratch, leads: int, gap: float,
-                       results: list[tuple[int, float]]) -> None:
+async def probe_during(
+    probes: Probes, s: Scratch, leads: int, gap: float, results: list[tuple[int, float]]
+) -> None:
     """One probe every ``gap`` seconds while the backfill runs, alternating a lead the
     backfill has already written and one it has not reached yet."""
     i = 0
@@ -263,24 +269,39 @@ async def run(quick: bool) -> Report:
         sim_port, web_port = free_port(), free_port()
         sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
         stats_key = s.key("bench:stats")
-        env = s.env(KOMMO_BASE_URL=sim_url, KOMMO_RATE_LIMIT=str(RATE), PORT=str(web_port),
-                    RECONCILE_INTERVAL="5", **{STATS_ENV: stats_key})
+        env = s.env(
+            KOMMO_BASE_URL=sim_url,
+            KOMMO_RATE_LIMIT=str(RATE),
+            PORT=str(web_port),
+            RECONCILE_INTERVAL="5",
+            **{STATS_ENV: stats_key},
+        )
         auth = {"Authorization": f"Bearer {s.sim_token}"}
         redis = Redis.from_url(s.redis_url)
         control = SimControl(sim_url, s.sim_token)
         during: list[tuple[int, float]] = []
         idle: list[float] = []
         try:
-            async with running("backfill-sim", sim_args(sim_port, s.sim_token, leads, contacts,
-                                                        [web_url + s.hook_path()]), env) as sim, \
-                    running("backfill-web", [PYTHON, "-m", "service", "web", "--host",
-                                             "127.0.0.1"], env) as web:
+            async with (
+                running(
+                    "backfill-sim",
+                    sim_args(sim_port, s.sim_token, leads, contacts, [web_url + s.hook_path()]),
+                    env,
+                ) as sim,
+                running(
+                    "backfill-web", [PYTHON, "-m", "service", "web", "--host", "127.0.0.1"], env
+                ) as web,
+            ):
                 await wait_http(f"{sim_url}/_sim/counters", sim, 180, auth)
                 await wait_http(f"{web_url}/healthz", web)
                 await control.reset_counters()
-                async with Probes(redis, Keys(s.prefix).lead_update, control) as probes, \
-                        running("backfill-worker", [PYTHON, "-m", "bench.backfill", "_worker"],
-                                env) as worker, RssSampler(worker.pid) as rss:
+                async with (
+                    Probes(redis, Keys(s.prefix).lead_update, control) as probes,
+                    running(
+                        "backfill-worker", [PYTHON, "-m", "bench.backfill", "_worker"], env
+                    ) as worker,
+                    RssSampler(worker.pid) as rss,
+                ):
                     deadline = time.monotonic() + (120 if quick else 420)
                     while not await redis.hexists(stats_key, "started"):
                         if worker.returncode is not None or time.monotonic() > deadline:
@@ -316,25 +337,55 @@ async def run(quick: bool) -> Report:
     worst = max((v for v in probe_values if not math.isnan(v)), default=float("nan"))
     if any(math.isnan(v) for v in probe_values):
         worst = float("inf")
-    report = Report([
-        Row(BENCH, f"wall time, {leads:,} leads + {contacts:,} contacts", wall, "s", bound,
-            f"bound: {calls} calls ÷ {RATE}/s", ratio_at_most(1.10)),
-        Row(BENCH, "rows written per second of time in Mirror.apply", rows / db_seconds,
-            "rows/s", baseline_rate, "executemany, same rows", at_least(20_000, "rows/s")),
-        Row(BENCH, "peak worker RSS", peak_mb, "MB", start_rss, "after start-up",
-            at_most(300, "MB")),
-        Row(BENCH, "HTTP 429 received", statuses(counters, 429), "", None, "",
-            at_most(0)),
-        Row("priority (#5)", f"webhook → lead_update during the backfill (worst of "
-            f"{len(probe_values)})", worst, "s", quantile(idle, 0.5), "worker idle, p50",
-            at_most(2.0, "s")),
-    ])
+    report = Report(
+        [
+            Row(
+                BENCH,
+                f"wall time, {leads:,} leads + {contacts:,} contacts",
+                wall,
+                "s",
+                bound,
+                f"bound: {calls} calls ÷ {RATE}/s",
+                ratio_at_most(1.10),
+            ),
+            Row(
+                BENCH,
+                "rows written per second of time in Mirror.apply",
+                rows / db_seconds,
+                "rows/s",
+                baseline_rate,
+                "executemany, same rows",
+                at_least(20_000, "rows/s"),
+            ),
+            Row(
+                BENCH,
+                "peak worker RSS",
+                peak_mb,
+                "MB",
+                start_rss,
+                "after start-up",
+                at_most(300, "MB"),
+            ),
+            Row(BENCH, "HTTP 429 received", statuses(counters, 429), "", None, "", at_most(0)),
+            Row(
+                "priority (#5)",
+                f"webhook → lead_update during the backfill (worst of {len(probe_values)})",
+                worst,
+                "s",
+                quantile(idle, 0.5),
+                "worker idle, p50",
+                at_most(2.0, "s"),
+            ),
+        ]
+    )
     fn = {k[3:]: v for k, v in stats.items() if k.startswith("fn:")}
     n_calls = stats.get("kommo_calls:BACKFILL", 0.0) or float("nan")
     call_ms = 1000 * stats.get("kommo_call:BACKFILL", 0.0) / n_calls
     wait_ms = 1000 * stats.get("budget_wait:BACKFILL", 0.0) / n_calls
-    breakdown = ", ".join(f"{name} {1000 * seconds / stats['backfill:batches']:.1f}"
-                          for name, seconds in sorted(fn.items(), key=lambda kv: -kv[1]))
+    breakdown = ", ".join(
+        f"{name} {1000 * seconds / stats['backfill:batches']:.1f}"
+        for name, seconds in sorted(fn.items(), key=lambda kv: -kv[1])
+    )
     report.notes += [
         f"Backfill: {int(rows):,} rows in {wall:.1f} s ({rows / wall:,.0f} rows/s end to end); "
         f"{calls} Kommo calls ({calls / wall:.2f}/s, limit {RATE}/s); by status: "

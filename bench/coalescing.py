@@ -112,7 +112,8 @@ class Published:
 
 async def mirrored(pool: asyncpg.Pool, ids: Sequence[int], price: int) -> int:
     value = await pool.fetchval(
-        "SELECT count(*) FROM leads WHERE id = ANY($1::bigint[]) AND price = $2", list(ids), price)
+        "SELECT count(*) FROM leads WHERE id = ANY($1::bigint[]) AND price = $2", list(ids), price
+    )
     return int(value)
 
 
@@ -128,14 +129,23 @@ async def run(quick: bool) -> Report:
         pool = await asyncpg.create_pool(s.db_url, min_size=1, max_size=2)
         try:
             async with lifespan(create_app(settings)) as app:
-                sim = Simulator(SimConfig(seed=5, leads=2000, contacts=1000, token=s.sim_token,
-                                          webhooks=[f"http://sync.test{s.hook_path()}"]),
-                                webhook_transport=httpx.ASGITransport(app=app))
+                sim = Simulator(
+                    SimConfig(
+                        seed=5,
+                        leads=2000,
+                        contacts=1000,
+                        token=s.sim_token,
+                        webhooks=[f"http://sync.test{s.hook_path()}"],
+                    ),
+                    webhook_transport=httpx.ASGITransport(app=app),
+                )
                 try:
                     await drain_burst(settings, sim)  # the backfill
-                    scenarios = [("one bulk change as the simulator sends it", n, False),
-                                 ("40 bodies of 25, worker drains after delivery", 25, False),
-                                 ("100 bodies of 10, worker running during delivery", 10, True)]
+                    scenarios = [
+                        ("one bulk change as the simulator sends it", n, False),
+                        ("40 bodies of 25, worker drains after delivery", 25, False),
+                        ("100 bodies of 10, worker running during delivery", 10, True),
+                    ]
                     for k, (label, size, live) in enumerate(scenarios):
                         price = 900_000 + k
                         await asyncio.sleep(1.1)  # a fresh second: a new updated_at for all
@@ -146,15 +156,17 @@ async def run(quick: bool) -> Report:
                             if live:
                                 async with worker_running(settings, sim):
                                     for i in range(0, n, size):
-                                        sim.bulk_update_leads(ids[i:i + size], price=price)
+                                        sim.bulk_update_leads(ids[i : i + size], price=price)
                                     await sim.webhooks.drain()
                                     deadline = time.monotonic() + 60
-                                    while (await mirrored(pool, ids, price) < n
-                                           and time.monotonic() < deadline):
+                                    while (
+                                        await mirrored(pool, ids, price) < n
+                                        and time.monotonic() < deadline
+                                    ):
                                         await asyncio.sleep(0.05)
                             else:
                                 for i in range(0, n, size):
-                                    sim.bulk_update_leads(ids[i:i + size], price=price)
+                                    sim.bulk_update_leads(ids[i : i + size], price=price)
                                 await sim.webhooks.drain()
                                 await drain_burst(settings, sim)
                         elapsed = time.monotonic() - started
@@ -162,20 +174,35 @@ async def run(quick: bool) -> Report:
                         answers = sorted({a.status for a in sent})
                         calls = api_calls(sim.counters, exclude=EXCLUDE)
                         done = await mirrored(pool, ids, price)
-                        problem = "" if done == n else (
-                            f"only {done:,} mirrored; webhook answers {answers}")
+                        problem = (
+                            ""
+                            if done == n
+                            else (f"only {done:,} mirrored; webhook answers {answers}")
+                        )
                         if size == n:
                             label = f"{label} ({len(sent)} bodies)"
-                        rows.append(Row(BENCH, f"Kommo calls for {n:,} changed leads: {label}",
-                                        calls, "calls", n, "one call per lead",
-                                        at_most(6, "calls"), problem))
+                        rows.append(
+                            Row(
+                                BENCH,
+                                f"Kommo calls for {n:,} changed leads: {label}",
+                                calls,
+                                "calls",
+                                n,
+                                "one call per lead",
+                                at_most(6, "calls"),
+                                problem,
+                            )
+                        )
                         largest = max(len(a.body) for a in sent)
                         notes.append(
                             f"{label}: {len(sent)} webhook bodies (largest {largest:,} bytes, "
                             f"answered {answers}); {calls} Kommo calls; {done:,} of {n:,} leads "
                             f"mirrored and {published.count:,} lead_update messages in "
-                            f"{elapsed:.1f} s. By endpoint: " + ", ".join(
-                                f"{e} {st}: {c}" for (e, st), c in sorted(sim.counters.items())))
+                            f"{elapsed:.1f} s. By endpoint: "
+                            + ", ".join(
+                                f"{e} {st}: {c}" for (e, st), c in sorted(sim.counters.items())
+                            )
+                        )
                 finally:
                     await sim.aclose()
         finally:

@@ -153,14 +153,17 @@ def table(rows: Sequence[Row]) -> str:
     for r in rows:
         baseline = _with_unit(r.baseline, r.unit)
         if r.baseline_note:
-            baseline = f"{baseline} ({r.baseline_note})" if r.baseline is not None else (
-                r.baseline_note)
-        ratio = "–" if r.ratio is None else f"{r.ratio:.2f}×" if r.ratio >= 0.1 else (
-            f"{r.ratio:.3f}×")
+            baseline = (
+                f"{baseline} ({r.baseline_note})" if r.baseline is not None else (r.baseline_note)
+            )
+        ratio = (
+            "–" if r.ratio is None else f"{r.ratio:.2f}×" if r.ratio >= 0.1 else (f"{r.ratio:.3f}×")
+        )
         met = {True: "yes", False: "**NO**", None: "–"}[r.met]
         value = _with_unit(r.value, r.unit) + (f" ({r.problem})" if r.problem else "")
-        lines.append(f"| {r.bench} | {r.name} | {value} | {baseline} | "
-                     f"{ratio} | {r.goal or '–'} | {met} |")
+        lines.append(
+            f"| {r.bench} | {r.name} | {value} | {baseline} | {ratio} | {r.goal or '–'} | {met} |"
+        )
     return "\n".join(lines)
 
 
@@ -228,15 +231,21 @@ async def scratch(label: str) -> AsyncIterator[Scratch]:
             await migrate(conn)
         finally:
             await conn.close()
-        yield Scratch(name, db_url, redis_url, f"bench:{label}:{run}:",
-                      "w" * 8 + uuid.uuid4().hex, f"ws-{uuid.uuid4().hex}",
-                      f"sim-{uuid.uuid4().hex}")
+        yield Scratch(
+            name,
+            db_url,
+            redis_url,
+            f"bench:{label}:{run}:",
+            "w" * 8 + uuid.uuid4().hex,
+            f"ws-{uuid.uuid4().hex}",
+            f"sim-{uuid.uuid4().hex}",
+        )
     finally:
         redis = Redis.from_url(redis_url)
         try:
             keys = [k async for k in redis.scan_iter(match=f"bench:{label}:{run}:*", count=1000)]
             for i in range(0, len(keys), 1000):
-                await redis.delete(*keys[i:i + 1000])
+                await redis.delete(*keys[i : i + 1000])
         finally:
             await redis.aclose()
         admin = await asyncpg.connect(admin_url)
@@ -280,8 +289,9 @@ def free_port() -> int:
 class Proc:
     """A subprocess of the benchmark, its output in ``bench/results/logs/NAME.log``."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log: Path,
-                 handle: TextIO) -> None:
+    def __init__(
+        self, name: str, proc: asyncio.subprocess.Process, log: Path, handle: TextIO
+    ) -> None:
         self.name, self.proc, self.log, self._handle = name, proc, log, handle
 
     @property
@@ -321,8 +331,13 @@ async def spawn(name: str, args: Sequence[str], env: Mapping[str, str]) -> Proc:
     log = LOGS / f"{name}.log"
     handle = log.open("w")
     proc = await asyncio.create_subprocess_exec(
-        *args, env=dict(env), cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=handle,
-        stderr=asyncio.subprocess.STDOUT)
+        *args,
+        env=dict(env),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=handle,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     return Proc(name, proc, log, handle)
 
 
@@ -335,8 +350,9 @@ async def running(name: str, args: Sequence[str], env: Mapping[str, str]) -> Asy
         await proc.stop()
 
 
-async def wait_http(url: str, proc: Proc, timeout: float = 60.0,
-                    headers: Mapping[str, str] | None = None) -> None:
+async def wait_http(
+    url: str, proc: Proc, timeout: float = 60.0, headers: Mapping[str, str] | None = None
+) -> None:
     """Until ``url`` answers 200 (the process exiting meanwhile is an error)."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
@@ -351,11 +367,23 @@ async def wait_http(url: str, proc: Proc, timeout: float = 60.0,
             await asyncio.sleep(0.1)
 
 
-def sim_args(port: int, token: str, leads: int, contacts: int,
-             webhooks: Sequence[str] = ()) -> list[str]:
+def sim_args(
+    port: int, token: str, leads: int, contacts: int, webhooks: Sequence[str] = ()
+) -> list[str]:
     """``python -m kommo_sim``: the simulator as a process, at Kommo's real limit (7 requests/s)."""
-    args = [PYTHON, "-m", "kommo_sim", "--port", str(port), "--token", token,
-            "--leads", str(leads), "--contacts", str(contacts)]
+    args = [
+        PYTHON,
+        "-m",
+        "kommo_sim",
+        "--port",
+        str(port),
+        "--token",
+        token,
+        "--leads",
+        str(leads),
+        "--contacts",
+        str(contacts),
+    ]
     for url in webhooks:
         args += ["--webhook", url]
     return args
@@ -366,8 +394,12 @@ class SimControl:
 
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url
-        self.client = httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=30.0,
-                                        headers={"Authorization": f"Bearer {token}"})
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            trust_env=False,
+            timeout=30.0,
+            headers={"Authorization": f"Bearer {token}"},
+        )
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -389,8 +421,9 @@ class SimControl:
         """Kommo's own ``DELETE /api/v4/webhooks``: one API call, outside the service's budget,
         so retried after a 429."""
         for _ in range(10):
-            resp = await self.client.request("DELETE", "/api/v4/webhooks",
-                                             json={"destination": destination})
+            resp = await self.client.request(
+                "DELETE", "/api/v4/webhooks", json={"destination": destination}
+            )
             if resp.status_code != 429:
                 break
             await asyncio.sleep(1.0)
@@ -399,8 +432,11 @@ class SimControl:
 
 def api_calls(counters: Mapping[tuple[str, int], int], *, exclude: Sequence[str] = ()) -> int:
     """Kommo API calls in a counters snapshot (every status), minus excluded endpoints."""
-    return sum(n for (endpoint, _), n in counters.items()
-               if endpoint.split(" ", 1)[-1].startswith("/api/v4") and endpoint not in exclude)
+    return sum(
+        n
+        for (endpoint, _), n in counters.items()
+        if endpoint.split(" ", 1)[-1].startswith("/api/v4") and endpoint not in exclude
+    )
 
 
 def statuses(counters: Mapping[tuple[str, int], int], status: int) -> int:
@@ -444,7 +480,8 @@ class RssSampler:
         try:
             proc = psutil.Process(self.pid)
             rss = proc.memory_info().rss + sum(
-                c.memory_info().rss for c in proc.children(recursive=True))
+                c.memory_info().rss for c in proc.children(recursive=True)
+            )
         except psutil.NoSuchProcess:
             return
         self.samples += 1
@@ -460,12 +497,16 @@ class RssSampler:
 
 
 def machine() -> str:
-    return (f"{os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-            f"Python {sys.version.split()[0]}")
+    return (
+        f"{os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"Python {sys.version.split()[0]}"
+    )
 
 
-def main(run: Callable[[bool], Coroutine[Any, Any, Report]], description: str | None = None,
-         ) -> None:
+def main(
+    run: Callable[[bool], Coroutine[Any, Any, Report]],
+    description: str | None = None,
+) -> None:
     """The command line of one benchmark: ``[--quick] [--json PATH]``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
@@ -482,5 +523,8 @@ def main(run: Callable[[bool], Coroutine[Any, Any, Report]], description: str | 
     for note in report.notes:
         print(f"- {note}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"rows": [r.to_json() for r in report.rows],
-                                         "notes": report.notes}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"rows": [r.to_json() for r in report.rows], "notes": report.notes}, indent=1
+            )
+        )

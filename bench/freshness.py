@@ -108,8 +108,9 @@ class Phase:
     seconds: float
 
 
-async def phase(control: SimControl, consumer: Consumer, ids: list[int], price: int,
-                tail: float) -> Phase:
+async def phase(
+    control: SimControl, consumer: Consumer, ids: list[int], price: int, tail: float
+) -> Phase:
     before = api_calls(await control.counters())
     started = time.monotonic()
     changed = await changes(control, ids, RATE, price)
@@ -133,21 +134,28 @@ async def run(quick: bool) -> Report:
         sim_port, web_port = free_port(), free_port()
         sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
         hook = web_url + s.hook_path()
-        env = s.env(KOMMO_BASE_URL=sim_url, KOMMO_RATE_LIMIT="7", RECONCILE_INTERVAL="5",
-                    PORT=str(web_port))
+        env = s.env(
+            KOMMO_BASE_URL=sim_url, KOMMO_RATE_LIMIT="7", RECONCILE_INTERVAL="5", PORT=str(web_port)
+        )
         redis = Redis.from_url(s.redis_url)
         control = SimControl(sim_url, s.sim_token)
         consumer = Consumer()
         readers: list[asyncio.Task[None]] = []
         try:
-            async with running("freshness-sim", sim_args(sim_port, s.sim_token, 2 * per_phase,
-                                                         per_phase, [hook]), env) as sim, \
-                    running("freshness-web", [PYTHON, "-m", "service", "web", "--host",
-                                              "127.0.0.1"], env) as web, \
-                    running("freshness-worker", [PYTHON, "-m", "service", "worker"],
-                            env) as worker:
-                await wait_http(f"{sim_url}/_sim/counters", sim, 60,
-                                {"Authorization": f"Bearer {s.sim_token}"})
+            async with (
+                running(
+                    "freshness-sim",
+                    sim_args(sim_port, s.sim_token, 2 * per_phase, per_phase, [hook]),
+                    env,
+                ) as sim,
+                running(
+                    "freshness-web", [PYTHON, "-m", "service", "web", "--host", "127.0.0.1"], env
+                ) as web,
+                running("freshness-worker", [PYTHON, "-m", "service", "worker"], env) as worker,
+            ):
+                await wait_http(
+                    f"{sim_url}/_sim/counters", sim, 60, {"Authorization": f"Bearer {s.sim_token}"}
+                )
                 await wait_http(f"{web_url}/healthz", web)
                 await wait_backfilled(s.db_url, 120, worker)
                 await asyncio.sleep(6)  # the backfill's own messages have gone by
@@ -155,9 +163,7 @@ async def run(quick: bool) -> Report:
                     asyncio.create_task(
                         consumer.read_ws(f"ws://127.0.0.1:{web_port}/ws?token={s.ws_token}")
                     ),
-                    asyncio.create_task(
-                        consumer.read_redis(redis, Keys(s.prefix).lead_update)
-                    ),
+                    asyncio.create_task(consumer.read_redis(redis, Keys(s.prefix).lead_update)),
                 ]
                 await asyncio.sleep(0.5)
                 ids = list(range(FIRST_LEAD_ID, FIRST_LEAD_ID + 2 * per_phase))

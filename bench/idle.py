@@ -58,12 +58,13 @@ async def run(quick: bool) -> Report:
         control = SimControl(sim_url, s.sim_token)
         runs_key = Keys(s.prefix).reconcile_runs
         try:
-            async with running("idle-sim", sim_args(sim_port, s.sim_token, 2000, 1000),
-                               env) as sim:
-                await wait_http(f"{sim_url}/_sim/counters", sim, 60,
-                                {"Authorization": f"Bearer {s.sim_token}"})
-                async with running("idle-worker", [PYTHON, "-m", "service", "worker"],
-                                   env) as worker:
+            async with running("idle-sim", sim_args(sim_port, s.sim_token, 2000, 1000), env) as sim:
+                await wait_http(
+                    f"{sim_url}/_sim/counters", sim, 60, {"Authorization": f"Bearer {s.sim_token}"}
+                )
+                async with running(
+                    "idle-worker", [PYTHON, "-m", "service", "worker"], env
+                ) as worker:
                     await wait_backfilled(s.db_url, 120, worker)
                     first = await wait_runs(redis, runs_key, 1, 30)  # a tick after the backfill
                     first = await wait_runs(redis, runs_key, first, 30)  # ... just finished
@@ -81,11 +82,22 @@ async def run(quick: bool) -> Report:
     per_tick = calls / (last - first)
     per_minute = per_tick * 60 / 5
     return Report(
-        [Row(BENCH, "Kommo calls per minute, no changes, RECONCILE_INTERVAL=5", per_minute,
-             "calls/min", 3 * 12, "3 calls/tick × 12 ticks", at_most(36, "calls/min"))],
-        [f"Idle reconcile: {calls} calls over {last - first} ticks in {elapsed:.1f} s at "
-         f"RECONCILE_INTERVAL=1 ({per_tick:.2f} calls/tick, × 12 ticks/min at 5 s). By endpoint: "
-         + ", ".join(f"{e} {st}: {n}" for (e, st), n in sorted(counters.items()))],
+        [
+            Row(
+                BENCH,
+                "Kommo calls per minute, no changes, RECONCILE_INTERVAL=5",
+                per_minute,
+                "calls/min",
+                3 * 12,
+                "3 calls/tick × 12 ticks",
+                at_most(36, "calls/min"),
+            )
+        ],
+        [
+            f"Idle reconcile: {calls} calls over {last - first} ticks in {elapsed:.1f} s at "
+            f"RECONCILE_INTERVAL=1 ({per_tick:.2f} calls/tick, × 12 ticks/min at 5 s). "
+            "By endpoint: " + ", ".join(f"{e} {st}: {n}" for (e, st), n in sorted(counters.items()))
+        ],
     )
 
 

@@ -46,8 +46,14 @@ from bench.common import (
 )
 
 BENCH = "webhook ingest (#5)"
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "kommo" / "fixtures" / "webhooks" / (
-    "lead_update.txt")
+FIXTURE = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "kommo"
+    / "fixtures"
+    / "webhooks"
+    / ("lead_update.txt")
+)
 FIXTURE_ID = "24000101"
 CONNECTIONS = 64
 
@@ -69,8 +75,12 @@ def baseline_app() -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(routes=[Route("/webhooks/kommo/{secret}", hook, methods=["POST"]),
-                             Route("/healthz", healthz)])
+    return Starlette(
+        routes=[
+            Route("/webhooks/kommo/{secret}", hook, methods=["POST"]),
+            Route("/healthz", healthz),
+        ]
+    )
 
 
 def _configure_logging() -> None:
@@ -86,9 +96,18 @@ def _configure_logging() -> None:
 def serve_baseline(workers: int) -> None:
     """Like ``service.server.serve``: same uvicorn options, logging and access-log filters."""
     _configure_logging()
-    uvicorn.run("bench.ingest:baseline_app", factory=True, workers=workers, host="127.0.0.1",
-                port=int(os.environ["PORT"]), ws_per_message_deflate=False, log_config=None,
-                timeout_graceful_shutdown=5, proxy_headers=True, server_header=False)
+    uvicorn.run(
+        "bench.ingest:baseline_app",
+        factory=True,
+        workers=workers,
+        host="127.0.0.1",
+        port=int(os.environ["PORT"]),
+        ws_per_message_deflate=False,
+        log_config=None,
+        timeout_graceful_shutdown=5,
+        proxy_headers=True,
+        server_header=False,
+    )
 
 
 # ---------------------------------------------------------------- wrk
@@ -146,16 +165,26 @@ def parse_wrk(out: str) -> Load:
 
 async def wrk(url: str, script: Path, seconds: float) -> Load:
     proc = await asyncio.create_subprocess_exec(
-        "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency", "-s", str(script), url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        "wrk",
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds:g}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), seconds + 30)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed: {out.decode()[-500:]}")
     return parse_wrk(out.decode())
 
 
-async def compare(workers: int, s: Scratch, script: Path, seconds: float, warmup: float,
-                  rounds: int) -> tuple[list[Load], list[Load]]:
+async def compare(
+    workers: int, s: Scratch, script: Path, seconds: float, warmup: float, rounds: int
+) -> tuple[list[Load], list[Load]]:
     """Both servers up at once; wrk alternates between them (A B A B ...), so that the noise
     of a shared machine falls on both alike."""
     ports = free_port(), free_port()
@@ -194,25 +223,45 @@ async def run(quick: bool) -> Report:
     script = LOGS / "ingest.lua"
     script.write_text(LUA % (pre + "%5Bid%5D=", post))
     rows: list[Row] = []
-    notes = [f"wrk -t1 -c{CONNECTIONS}, {rounds} alternating run(s) of {seconds:g} s per server "
-             f"after {warmup:g} s of warm-up (medians), posting the {len(body):,}-byte lead_update "
-             "fixture with a new lead id per request; access logging on (LOG_LEVEL=INFO) for "
-             "both servers."]
+    notes = [
+        f"wrk -t1 -c{CONNECTIONS}, {rounds} alternating run(s) of {seconds:g} s per server "
+        f"after {warmup:g} s of warm-up (medians), posting the {len(body):,}-byte lead_update "
+        "fixture with a new lead id per request; access logging on (LOG_LEVEL=INFO) for "
+        "both servers."
+    ]
     async with scratch("ingest") as s:
         for workers in (1, 2):
             service, baseline = await compare(workers, s, script, seconds, warmup, rounds)
             label = f"{workers} uvicorn worker{'s' if workers > 1 else ''}"
             rows += [
-                Row(BENCH, f"requests/s, {label}", _median(service, "rps"), "req/s",
-                    _median(baseline, "rps"), "parse_qsl + LPUSH", ratio_at_least(0.8)),
-                Row(BENCH, f"p99 latency, {label}, {CONNECTIONS} connections",
-                    _median(service, "p99_ms"), "ms", _median(baseline, "p99_ms"),
-                    "parse_qsl + LPUSH", at_most(50, "ms")),
+                Row(
+                    BENCH,
+                    f"requests/s, {label}",
+                    _median(service, "rps"),
+                    "req/s",
+                    _median(baseline, "rps"),
+                    "parse_qsl + LPUSH",
+                    ratio_at_least(0.8),
+                ),
+                Row(
+                    BENCH,
+                    f"p99 latency, {label}, {CONNECTIONS} connections",
+                    _median(service, "p99_ms"),
+                    "ms",
+                    _median(baseline, "p99_ms"),
+                    "parse_qsl + LPUSH",
+                    at_most(50, "ms"),
+                ),
             ]
             for name, loads in (("service", service), ("baseline", baseline)):
-                notes.append(f"{label}, {name}: " + "; ".join(
-                    f"{x.rps:,.0f} req/s, p50 {x.p50_ms:.1f} ms, p99 {x.p99_ms:.1f} ms, "
-                    f"{x.errors} errors" for x in loads))
+                notes.append(
+                    f"{label}, {name}: "
+                    + "; ".join(
+                        f"{x.rps:,.0f} req/s, p50 {x.p50_ms:.1f} ms, p99 {x.p99_ms:.1f} ms, "
+                        f"{x.errors} errors"
+                        for x in loads
+                    )
+                )
     return Report(rows, notes)
 
 

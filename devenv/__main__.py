@@ -38,8 +38,8 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        print("usage: python -m devenv run | python -m devenv -- COMMAND [ARGS...]",  # noqa: T201
-              file=sys.stderr)
+        usage = "usage: python -m devenv run | python -m devenv -- COMMAND [ARGS...]"
+        print(usage, file=sys.stderr)  # noqa: T201
         return 2
     started = time.perf_counter()
     with services() as found:

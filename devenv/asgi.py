@@ -33,8 +33,7 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[ASGIApp]:
         elif kind == "lifespan.startup.failed" and not started.done():
             started.set_exception(RuntimeError(f"app start-up failed: {message.get('message')}"))
 
-    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
-             "state": state}
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
     task = asyncio.create_task(app(scope, inbox.get, send))
     await inbox.put({"type": "lifespan.startup"})
     done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)

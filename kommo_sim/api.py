@@ -25,8 +25,14 @@ if TYPE_CHECKING:
     from kommo_sim.simulator import Simulator
 
 HAL = "application/hal+json"
-EVENT_ENTITIES = {"lead": "lead", "leads": "lead", "contact": "contact", "contacts": "contact",
-                  "company": "company", "companies": "company"}
+EVENT_ENTITIES = {
+    "lead": "lead",
+    "leads": "lead",
+    "contact": "contact",
+    "contacts": "contact",
+    "company": "company",
+    "companies": "company",
+}
 
 
 def hal(body: Any, status: int = 200) -> Response:
@@ -57,7 +63,7 @@ def paged(ids: list[int], q: ListQuery) -> tuple[list[int], bool] | None:
     start = (q.page - 1) * q.limit
     if start >= len(ids):
         return None
-    return ids[start:start + q.limit], start + q.limit < len(ids)
+    return ids[start : start + q.limit], start + q.limit < len(ids)
 
 
 def routes(sim: Simulator) -> list[Route]:
@@ -77,10 +83,14 @@ def routes(sim: Simulator) -> list[Route]:
             items = [renderer.trashed_lead(rows[i], base, qs) for i in ids]
         else:
             contacts = "contacts" in q.with_
-            items = [renderer.lead(sim.visible_lead(rows[i]), base, qs, contacts)
-                     for i in ids]
-        return hal({"_page": q.page, "_links": page_links(base, "/api/v4/leads", q, has_next),
-                    "_embedded": {"leads": items}})
+            items = [renderer.lead(sim.visible_lead(rows[i]), base, qs, contacts) for i in ids]
+        return hal(
+            {
+                "_page": q.page,
+                "_links": page_links(base, "/api/v4/leads", q, has_next),
+                "_embedded": {"leads": items},
+            }
+        )
 
     async def lead(request: Request) -> Response:
         q = parse(request.query_params.multi_items(), 250)
@@ -100,11 +110,14 @@ def routes(sim: Simulator) -> list[Route]:
             return no_content()
         ids, has_next = found
         qs, rows, with_leads = q.query_string(), state.contacts.rows, "leads" in q.with_
-        items = [renderer.contact(sim.visible_contact(rows[i]), base, qs, with_leads)
-                 for i in ids]
-        return hal({"_page": q.page,
-                    "_links": page_links(base, "/api/v4/contacts", q, has_next),
-                    "_embedded": {"contacts": items}})
+        items = [renderer.contact(sim.visible_contact(rows[i]), base, qs, with_leads) for i in ids]
+        return hal(
+            {
+                "_page": q.page,
+                "_links": page_links(base, "/api/v4/contacts", q, has_next),
+                "_embedded": {"contacts": items},
+            }
+        )
 
     async def contact(request: Request) -> Response:
         q = parse(request.query_params.multi_items(), 250)
@@ -119,28 +132,42 @@ def routes(sim: Simulator) -> list[Route]:
     def tags_endpoint(kind: Kind) -> Callable[[Request], Any]:
         async def tags(request: Request) -> Response:
             q = parse(request.query_params.multi_items(), 250, ("id",))
-            rows = [t for t in state.tags_of(kind).values()
-                    if (q.ids is None or t.id in q.ids)
-                    and request.query_params.get("filter[name]", t.name) == t.name
-                    and request.query_params.get("query", "").lower() in t.name.lower()]
+            rows = [
+                t
+                for t in state.tags_of(kind).values()
+                if (q.ids is None or t.id in q.ids)
+                and request.query_params.get("filter[name]", t.name) == t.name
+                and request.query_params.get("query", "").lower() in t.name.lower()
+            ]
             found = paged([t.id for t in rows], q)
             if found is None:
                 return no_content()
             ids, has_next = found
             by_id = {t.id: t for t in rows}
             base = base_of(sim, request)
-            return hal({"_page": q.page,
-                        "_links": page_links(base, f"/api/v4/{kind}/tags", q, has_next),
-                        "_embedded": {"tags": [{"id": i, "name": by_id[i].name,
-                                                "color": by_id[i].color} for i in ids]}})
+            return hal(
+                {
+                    "_page": q.page,
+                    "_links": page_links(base, f"/api/v4/{kind}/tags", q, has_next),
+                    "_embedded": {
+                        "tags": [
+                            {"id": i, "name": by_id[i].name, "color": by_id[i].color} for i in ids
+                        ]
+                    },
+                }
+            )
+
         return tags
 
     async def pipelines(request: Request) -> Response:
         base = base_of(sim, request)
-        return hal({"_total_items": len(state.pipelines),
-                    "_links": {"self": {"href": f"{base}/api/v4/leads/pipelines"}},
-                    "_embedded": {"pipelines": [renderer.pipeline(p, base)
-                                                for p in state.pipelines]}})
+        return hal(
+            {
+                "_total_items": len(state.pipelines),
+                "_links": {"self": {"href": f"{base}/api/v4/leads/pipelines"}},
+                "_embedded": {"pipelines": [renderer.pipeline(p, base) for p in state.pipelines]},
+            }
+        )
 
     async def pipeline(request: Request) -> Response:
         wanted = _path_id(request)
@@ -158,9 +185,15 @@ def routes(sim: Simulator) -> list[Route]:
         base = base_of(sim, request)
         by_id = {u.id: u for u in state.users}
         count = (len(state.users) + q.limit - 1) // q.limit
-        return hal({"_total_items": len(state.users), "_page": q.page, "_page_count": count,
-                    "_links": page_links(base, "/api/v4/users", q, False),
-                    "_embedded": {"users": [renderer.user(by_id[i], base) for i in ids]}})
+        return hal(
+            {
+                "_total_items": len(state.users),
+                "_page": q.page,
+                "_page_count": count,
+                "_links": page_links(base, "/api/v4/users", q, False),
+                "_embedded": {"users": [renderer.user(by_id[i], base) for i in ids]},
+            }
+        )
 
     def custom_fields_endpoint(kind: Kind) -> Callable[[Request], Any]:
         async def custom_fields(request: Request) -> Response:
@@ -171,11 +204,18 @@ def routes(sim: Simulator) -> list[Route]:
                 return no_content()
             idx, has_next = found
             base = base_of(sim, request)
-            return hal({"_total_items": len(fields), "_page": q.page,
-                        "_page_count": (len(fields) + q.limit - 1) // q.limit,
-                        "_links": page_links(base, f"/api/v4/{kind}/custom_fields", q, has_next),
-                        "_embedded": {"custom_fields": [renderer.custom_field(fields[i], base)
-                                                        for i in idx]}})
+            return hal(
+                {
+                    "_total_items": len(fields),
+                    "_page": q.page,
+                    "_page_count": (len(fields) + q.limit - 1) // q.limit,
+                    "_links": page_links(base, f"/api/v4/{kind}/custom_fields", q, has_next),
+                    "_embedded": {
+                        "custom_fields": [renderer.custom_field(fields[i], base) for i in idx]
+                    },
+                }
+            )
+
         return custom_fields
 
     async def account(request: Request) -> Response:
@@ -186,27 +226,36 @@ def routes(sim: Simulator) -> list[Route]:
         q = parse(request.query_params.multi_items(), 100, ("created_at", "id"))
         entities = {EVENT_ENTITIES.get(e, e) for e in q.lists.get("entity", [])}
         entity_ids = {int(i) for i in q.lists.get("entity_id", []) if i.isdigit()}
-        found = sim.events.query(EventQuery(
-            types=frozenset(q.lists["type"]) if "type" in q.lists else None,
-            entities=frozenset(entities) if entities else None,
-            entity_ids=frozenset(entity_ids) if entity_ids else None,
-            created_from=q.created[0], created_to=q.created[1],
-            ascending=q.order is not None and not q.order[1]))
+        found = sim.events.query(
+            EventQuery(
+                types=frozenset(q.lists["type"]) if "type" in q.lists else None,
+                entities=frozenset(entities) if entities else None,
+                entity_ids=frozenset(entity_ids) if entity_ids else None,
+                created_from=q.created[0],
+                created_to=q.created[1],
+                ascending=q.order is not None and not q.order[1],
+            )
+        )
         start = (q.page - 1) * q.limit
         if start >= len(found):
             return no_content()
         base = base_of(sim, request)
-        chunk = found[start:start + q.limit]
-        return hal({"_page": q.page,
-                    "_links": page_links(base, "/api/v4/events", q,
-                                         start + q.limit < len(found)),
-                    "_embedded": {"events": [e.to_json(state.account.id, base)
-                                             for e in chunk]}})
+        chunk = found[start : start + q.limit]
+        return hal(
+            {
+                "_page": q.page,
+                "_links": page_links(base, "/api/v4/events", q, start + q.limit < len(found)),
+                "_embedded": {"events": [e.to_json(state.account.id, base) for e in chunk]},
+            }
+        )
 
     async def webhooks_get(request: Request) -> Response:
         wanted = request.query_params.get("filter[destination]")
-        found = [d.to_json() for d in sim.webhooks.destinations.values()
-                 if wanted is None or d.destination == wanted]
+        found = [
+            d.to_json()
+            for d in sim.webhooks.destinations.values()
+            if wanted is None or d.destination == wanted
+        ]
         if not found:
             return no_content()
         return hal({"_total_items": len(found), "_embedded": {"webhooks": found}})
@@ -214,13 +263,13 @@ def routes(sim: Simulator) -> list[Route]:
     async def webhooks_post(request: Request) -> Response:
         body = await _json_body(request)
         destination, settings = body.get("destination"), body.get("settings")
-        if not isinstance(destination, str) or not destination.startswith(("http://",
-                                                                            "https://")):
+        if not isinstance(destination, str) or not destination.startswith(("http://", "https://")):
             raise BadRequest("destination", "This value is not a valid URL.")
         if not isinstance(settings, list) or not settings:
             raise BadRequest("settings", "This value should not be blank.")
-        dest = sim.webhooks.subscribe(destination, [str(s) for s in settings],
-                                      int(body.get("sort", 1)), state.users[0].id)
+        dest = sim.webhooks.subscribe(
+            destination, [str(s) for s in settings], int(body.get("sort", 1)), state.users[0].id
+        )
         return hal(dest.to_json(), status=201)
 
     async def webhooks_delete(request: Request) -> Response:
@@ -234,12 +283,20 @@ def routes(sim: Simulator) -> list[Route]:
         try:
             answer = sim.tokens.grant(body)
         except OAuthError as exc:
-            return Response(json.dumps({
-                "hint": exc.hint, "title": "Некорректный запрос",
-                "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
-                "status": 400,
-                "detail": "В запросе отсутствует ряд параметров или параметры невалидны",
-            }, ensure_ascii=False), status_code=400, media_type="application/problem+json")
+            return Response(
+                json.dumps(
+                    {
+                        "hint": exc.hint,
+                        "title": "Некорректный запрос",
+                        "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
+                        "status": 400,
+                        "detail": "В запросе отсутствует ряд параметров или параметры невалидны",
+                    },
+                    ensure_ascii=False,
+                ),
+                status_code=400,
+                media_type="application/problem+json",
+            )
         return Response(json.dumps(answer), media_type="application/json")
 
     return [
@@ -286,16 +343,29 @@ def create_app(sim: Simulator) -> Gate:
 
     async def bad_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BadRequest)
-        return problem(400, "Bad Request", "Request validation failed", {
-            "validation-errors": [{"request_id": "0", "errors": [
-                {"code": "InvalidType", "path": exc.path, "detail": exc.detail}]}]})
+        return problem(
+            400,
+            "Bad Request",
+            "Request validation failed",
+            {
+                "validation-errors": [
+                    {
+                        "request_id": "0",
+                        "errors": [{"code": "InvalidType", "path": exc.path, "detail": exc.detail}],
+                    }
+                ]
+            },
+        )
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
             return problem(405, "Method Not Allowed", "Method Not Allowed")
-        return problem(exc.status_code, "Not Found",
-                       f"Cannot {request.method} {base_of(sim, request)}{request.url.path}")
+        return problem(
+            exc.status_code,
+            "Not Found",
+            f"Cannot {request.method} {base_of(sim, request)}{request.url.path}",
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -303,6 +373,9 @@ def create_app(sim: Simulator) -> Gate:
         yield
         await sim.aclose()
 
-    app = Starlette(routes=routes(sim) + control_routes(sim), lifespan=lifespan,
-                    exception_handlers={BadRequest: bad_request, HTTPException: http_error})
+    app = Starlette(
+        routes=routes(sim) + control_routes(sim),
+        lifespan=lifespan,
+        exception_handlers={BadRequest: bad_request, HTTPException: http_error},
+    )
     return Gate(app, sim)

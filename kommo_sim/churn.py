@@ -23,10 +23,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("fields", "fields", "status", "status", "responsible", "lead_tags", "lead_tags",
-         "contact_tags", "relink", "phones", "phones", "contact_name", "delete_lead",
-         "restore_lead", "create_lead", "create_contact", "delete_contact", "restore_contact",
-         "bulk")
+KINDS = (
+    "fields",
+    "fields",
+    "status",
+    "status",
+    "responsible",
+    "lead_tags",
+    "lead_tags",
+    "contact_tags",
+    "relink",
+    "phones",
+    "phones",
+    "contact_name",
+    "delete_lead",
+    "restore_lead",
+    "create_lead",
+    "create_contact",
+    "delete_contact",
+    "restore_contact",
+    "bulk",
+)
 
 
 def random_mutation(sim: Simulator, rng: random.Random) -> str:
@@ -40,22 +57,35 @@ def random_mutation(sim: Simulator, rng: random.Random) -> str:
     kind = rng.choice(KINDS)
     if kind == "create_lead" or not live:
         picked = rng.sample(people, k=min(len(people), rng.choice((0, 1, 1, 2))))
-        created = sim.create_lead(name=f"{rng.choice(PRODUCTS)} {rng.randrange(1000)}",
-                                  price=rng.randrange(0, 5000), contacts=picked,
-                                  tags=rng.sample(TAG_WORDS, k=rng.choice((0, 1))))
+        created = sim.create_lead(
+            name=f"{rng.choice(PRODUCTS)} {rng.randrange(1000)}",
+            price=rng.randrange(0, 5000),
+            contacts=picked,
+            tags=rng.sample(TAG_WORDS, k=rng.choice((0, 1))),
+        )
         return f"create_lead {created['id']}"
     lead_id = rng.choice(live)
     by = rng.choice(users)
     if kind == "fields":
-        fields = rng.choice((
-            {"name": f"{rng.choice(PRODUCTS)} {rng.randrange(1000)}"},
-            {"price": rng.randrange(0, 90000)},
-            {"custom_fields": {LEAD_SOURCE: rng.choice(("Google", "Facebook", "Referral")),
-                               LEAD_COMMENT: rng.choice(("call back", None, "paid half"))}},
-            {"custom_fields": {LEAD_MEETING: sim.clock.now_s() // 86400 * 86400 + 18000,
-                               LEAD_PAID: rng.random() < 0.5}},
-            {"custom_fields": {LEAD_BUDGET: rng.choice((None, rng.randrange(10, 9999)))}},
-        ))
+        fields = rng.choice(
+            (
+                {"name": f"{rng.choice(PRODUCTS)} {rng.randrange(1000)}"},
+                {"price": rng.randrange(0, 90000)},
+                {
+                    "custom_fields": {
+                        LEAD_SOURCE: rng.choice(("Google", "Facebook", "Referral")),
+                        LEAD_COMMENT: rng.choice(("call back", None, "paid half")),
+                    }
+                },
+                {
+                    "custom_fields": {
+                        LEAD_MEETING: sim.clock.now_s() // 86400 * 86400 + 18000,
+                        LEAD_PAID: rng.random() < 0.5,
+                    }
+                },
+                {"custom_fields": {LEAD_BUDGET: rng.choice((None, rng.randrange(10, 9999)))}},
+            )
+        )
         sim.update_lead(lead_id, by=by, **fields)
         return f"update lead {lead_id} {sorted(fields)}"
     if kind == "status":
@@ -92,8 +122,10 @@ def random_mutation(sim: Simulator, rng: random.Random) -> str:
         sim.bulk_update_leads(ids, by=0, responsible_user_id=rng.choice(state.user_ids()))
         return f"bulk update leads {ids}"
     if kind == "create_contact" or not people:
-        contact = sim.create_contact(name=f"New client {rng.randrange(1000)}",
-                                     phones=[messy_phone(rng)] if rng.random() < 0.8 else [])
+        contact = sim.create_contact(
+            name=f"New client {rng.randrange(1000)}",
+            phones=[messy_phone(rng)] if rng.random() < 0.8 else [],
+        )
         return f"create_contact {contact['id']}"
     contact_id = rng.choice(people)
     if kind == "phones":

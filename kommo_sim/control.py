@@ -32,18 +32,35 @@ from kommo_sim.gate import problem
 if TYPE_CHECKING:
     from kommo_sim.simulator import Simulator
 
-MUTATIONS = frozenset({
-    "create_lead", "update_lead", "bulk_update_leads", "delete_lead", "restore_lead",
-    "set_lead_tags", "add_lead_tag", "remove_lead_tag", "link_contact", "unlink_contact",
-    "create_contact", "update_contact", "delete_contact", "restore_contact",
-    "set_contact_phones", "set_contact_tags", "add_contact_tag", "remove_contact_tag",
-    "rename_tag",
-})
+MUTATIONS = frozenset(
+    {
+        "create_lead",
+        "update_lead",
+        "bulk_update_leads",
+        "delete_lead",
+        "restore_lead",
+        "set_lead_tags",
+        "add_lead_tag",
+        "remove_lead_tag",
+        "link_contact",
+        "unlink_contact",
+        "create_contact",
+        "update_contact",
+        "delete_contact",
+        "restore_contact",
+        "set_contact_phones",
+        "set_contact_tags",
+        "add_contact_tag",
+        "remove_contact_tag",
+        "rename_tag",
+    }
+)
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False), status_code=status,
-                    media_type="application/json")
+    return Response(
+        json.dumps(body, ensure_ascii=False), status_code=status, media_type="application/json"
+    )
 
 
 def control_routes(sim: Simulator) -> list[Route]:
@@ -64,6 +81,7 @@ def control_routes(sim: Simulator) -> list[Route]:
                 return problem(404, "Not Found", str(exc))
             except (ValueError, TypeError) as exc:
                 return problem(400, "Bad Request", str(exc))
+
         return endpoint
 
     async def state(request: Request, body: dict[str, Any]) -> Response:
@@ -73,8 +91,9 @@ def control_routes(sim: Simulator) -> list[Route]:
         if request.method == "DELETE":
             sim.counters.clear()
             return Response(status_code=204)
-        return _json([{"endpoint": e, "status": s, "count": n}
-                      for (e, s), n in sorted(sim.counters.items())])
+        return _json(
+            [{"endpoint": e, "status": s, "count": n} for (e, s), n in sorted(sim.counters.items())]
+        )
 
     async def faults(request: Request, body: dict[str, Any]) -> Response:
         if request.method == "POST":
@@ -108,13 +127,23 @@ def control_routes(sim: Simulator) -> list[Route]:
         return Response(status_code=204)
 
     async def webhooks(request: Request, body: dict[str, Any]) -> Response:
-        return _json({
-            "destinations": [d.to_json() for d in sim.webhooks.destinations.values()],
-            "stats": sim.webhooks.stats,
-            "pending": sim.webhooks.pending(),
-            "attempts": [{"url": a.url, "attempt": a.attempt, "status": a.status, "at": a.at,
-                          "request_id": a.request_id} for a in sim.webhooks.attempts],
-        })
+        return _json(
+            {
+                "destinations": [d.to_json() for d in sim.webhooks.destinations.values()],
+                "stats": sim.webhooks.stats,
+                "pending": sim.webhooks.pending(),
+                "attempts": [
+                    {
+                        "url": a.url,
+                        "attempt": a.attempt,
+                        "status": a.status,
+                        "at": a.at,
+                        "request_id": a.request_id,
+                    }
+                    for a in sim.webhooks.attempts
+                ],
+            }
+        )
 
     async def drain(request: Request, body: dict[str, Any]) -> Response:
         await sim.webhooks.drain()
@@ -124,8 +153,9 @@ def control_routes(sim: Simulator) -> list[Route]:
         return _json({"code": sim.tokens.issue_code()})
 
     async def oauth(request: Request, body: dict[str, Any]) -> Response:
-        return _json({"refresh_calls": sim.tokens.refresh_calls,
-                      "code_grants": sim.tokens.code_grants})
+        return _json(
+            {"refresh_calls": sim.tokens.refresh_calls, "code_grants": sim.tokens.code_grants}
+        )
 
     async def revoke(request: Request, body: dict[str, Any]) -> Response:
         sim.tokens.revoke(str(body["token"]))

@@ -7,8 +7,15 @@ from typing import Any
 from kommo_sim.seed import LOST, WON
 from kommo_sim.state import Contact, Kind, Lead, State
 
-LEAD_FIELDS = {"name", "price", "status_id", "pipeline_id", "responsible_user_id",
-               "loss_reason_id", "custom_fields"}
+LEAD_FIELDS = {
+    "name",
+    "price",
+    "status_id",
+    "pipeline_id",
+    "responsible_user_id",
+    "loss_reason_id",
+    "custom_fields",
+}
 CONTACT_FIELDS = {"name", "first_name", "last_name", "responsible_user_id", "custom_fields"}
 
 
@@ -52,8 +59,12 @@ def apply_contact_fields(state: State, contact: Contact, fields: dict[str, Any])
     apply_custom_fields(state, contact.custom_fields, "contacts", fields.get("custom_fields"))
 
 
-def apply_custom_fields(state: State, target: dict[int, list[dict[str, Any]]], kind: Kind,
-                        changes: dict[Any, Any] | None) -> None:
+def apply_custom_fields(
+    state: State,
+    target: dict[int, list[dict[str, Any]]],
+    kind: Kind,
+    changes: dict[Any, Any] | None,
+) -> None:
     """Apply ``{field_id: value}``; None or [] clears the field, a list gives several values.
 
     select/radiobutton: the option text or its enum id; multitext (PHONE/EMAIL): the text,
@@ -71,13 +82,19 @@ def apply_custom_fields(state: State, target: dict[int, list[dict[str, Any]]], k
         values: list[dict[str, Any]] = []
         for item in value if isinstance(value, list) else [value]:
             if field.type == "multitext":
-                text, code = (item["value"], item.get("enum", "WORK")) if isinstance(
-                    item, dict) else (item, "WORK")
+                text, code = (
+                    (item["value"], item.get("enum", "WORK"))
+                    if isinstance(item, dict)
+                    else (item, "WORK")
+                )
                 enum = field.enum_by_value(str(code))
                 values.append({"value": str(text), "enum_id": enum[0], "enum_code": enum[2]})
             elif field.enums is not None:
-                enum = (field.enum_by_id(item) if isinstance(item, int)
-                        else field.enum_by_value(str(item)))
+                enum = (
+                    field.enum_by_id(item)
+                    if isinstance(item, int)
+                    else field.enum_by_value(str(item))
+                )
                 values.append({"value": enum[1], "enum_id": enum[0], "enum_code": enum[2]})
             elif field.type in ("numeric", "text", "textarea"):
                 values.append({"value": str(item)})

@@ -35,8 +35,9 @@ class Event:
             "value_before": self.value_before,
             "account_id": account_id,
             "_links": {"self": {"href": f"{base}/api/v4/events/{self.id}"}},
-            "_embedded": {"entity": {"id": self.entity_id,
-                                     "_links": {"self": {"href": entity_href}}}},
+            "_embedded": {
+                "entity": {"id": self.entity_id, "_links": {"self": {"href": entity_href}}}
+            },
         }
 
 
@@ -78,8 +79,17 @@ class EventLog:
         after: list[dict[str, Any]] | None = None,
     ) -> Event:
         seq = len(self.events) + 1
-        event = Event(seq, _event_id(seq, created_at), type_, entity_id, entity_type,
-                      created_by, created_at, after or [], before or [])
+        event = Event(
+            seq,
+            _event_id(seq, created_at),
+            type_,
+            entity_id,
+            entity_type,
+            created_by,
+            created_at,
+            after or [],
+            before or [],
+        )
         self.events.append(event)
         return event
 

@@ -31,10 +31,20 @@ GATEWAY_429 = NGINX_403.replace("403 Forbidden", "429 Too Many Requests")
 _ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
 
 
-def problem(status: int, title: str, detail: str, extra: dict[str, Any] | None = None,
-            headers: dict[str, str] | None = None) -> Response:
-    body: dict[str, Any] = {"title": title, "type": f"https://httpstatus.es/{status}",
-                            "status": status, "detail": detail, **(extra or {})}
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "title": title,
+        "type": f"https://httpstatus.es/{status}",
+        "status": status,
+        "detail": detail,
+        **(extra or {}),
+    }
     return Response(json.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -98,17 +108,27 @@ class Gate:
             await asyncio.sleep(faults.latency_ms / 1000)
         if faults.roll(faults.error_rate):
             status = faults.error_status
-            return Response(json.dumps({
-                "title": "ErrInternalServer", "status": status,
-                "detail": "Our team are probably already working on the elimination of the "
-                          "problem", "trace_id": str(uuid.uuid4())}),
-                status_code=status, media_type=PROBLEM)
+            return Response(
+                json.dumps(
+                    {
+                        "title": "ErrInternalServer",
+                        "status": status,
+                        "detail": "Our team are probably already working on the elimination of the "
+                        "problem",
+                        "trace_id": str(uuid.uuid4()),
+                    }
+                ),
+                status_code=status,
+                media_type=PROBLEM,
+            )
         return None
 
     def _too_many(self) -> Response:
         if self.sim.faults.html_429:
             return Response(GATEWAY_429, status_code=429, media_type="text/html")
-        return problem(429, "Too Many Requests", "You have sent too many requests in a given "
-                       "amount of time. Please try again later.",
-                       {"retry_after": self.sim.ratelimit.config.retry_after})
-
+        return problem(
+            429,
+            "Too Many Requests",
+            "You have sent too many requests in a given amount of time. Please try again later.",
+            {"retry_after": self.sim.ratelimit.config.retry_after},
+        )

@@ -73,9 +73,10 @@ class Tokens:
 
     def grant(self, body: dict[str, Any]) -> dict[str, Any]:
         """Answer POST /oauth2/access_token or raise OAuthError."""
-        if body.get("client_id") != self.config.client_id or body.get(
-            "client_secret"
-        ) != self.config.client_secret:
+        if (
+            body.get("client_id") != self.config.client_id
+            or body.get("client_secret") != self.config.client_secret
+        ):
             raise OAuthError("Client authentication failed")
         if body.get("redirect_uri") != self.config.redirect_uri:
             raise OAuthError("Redirect URI mismatch")
@@ -108,8 +109,13 @@ class Tokens:
         self._access[access] = now + ACCESS_TTL
         self._refresh[refresh] = _Refresh(now + REFRESH_TTL, predecessor)
         logger.info("oauth: issued a new token pair")
-        return {"token_type": "Bearer", "expires_in": ACCESS_TTL, "server_time": int(now),
-                "access_token": access, "refresh_token": refresh}
+        return {
+            "token_type": "Bearer",
+            "expires_in": ACCESS_TTL,
+            "server_time": int(now),
+            "access_token": access,
+            "refresh_token": refresh,
+        }
 
 
 def _jwt(claims: dict[str, Any]) -> str:

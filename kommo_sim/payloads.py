@@ -44,8 +44,9 @@ def encode_body(state: State, items: Sequence[WebhookItem]) -> str:
     return "&".join(f"{php_quote(k)}={php_quote(v)}" for k, v in pairs)
 
 
-def _custom_fields(values: dict[int, list[dict[str, object]]],
-                   fields: dict[int, CustomField], with_code: bool) -> list[Pair]:
+def _custom_fields(
+    values: dict[int, list[dict[str, object]]], fields: dict[int, CustomField], with_code: bool
+) -> list[Pair]:
     pairs: list[Pair] = []
     for k, field_id in enumerate(sorted(values, key=lambda f: fields[f].sort)):
         field = fields[field_id]
@@ -68,8 +69,10 @@ def _custom_fields(values: dict[int, list[dict[str, object]]],
 def _tags(tag_ids: list[int], tags: dict[int, Tag]) -> list[Pair]:
     pairs: list[Pair] = []
     for k, tag_id in enumerate(t for t in tag_ids if t in tags):
-        pairs += [(("tags", str(k), "id"), str(tag_id)),
-                  (("tags", str(k), "name"), tags[tag_id].name)]
+        pairs += [
+            (("tags", str(k), "id"), str(tag_id)),
+            (("tags", str(k), "name"), tags[tag_id].name),
+        ]
     return pairs
 
 
@@ -110,8 +113,11 @@ def lead_pairs(
 
 
 def lead_delete_pairs(lead: Lead) -> tuple[Pair, ...]:
-    return ((("id",), str(lead.id)), (("status_id",), str(lead.status_id)),
-            (("pipeline_id",), str(lead.pipeline_id)))
+    return (
+        (("id",), str(lead.id)),
+        (("status_id",), str(lead.status_id)),
+        (("pipeline_id",), str(lead.pipeline_id)),
+    )
 
 
 def contact_pairs(

@@ -37,8 +37,7 @@ class ListQuery:
     rest: list[tuple[str, str]]  # every parameter except page and limit, in order
 
     def query_string(self, page: int | None = None) -> str:
-        return urlencode(self.rest + [("page", str(page or self.page)),
-                                      ("limit", str(self.limit))])
+        return urlencode(self.rest + [("page", str(page or self.page)), ("limit", str(self.limit))])
 
 
 def _int(path: str, raw: str) -> int:
@@ -48,9 +47,12 @@ def _int(path: str, raw: str) -> int:
         raise BadRequest(path, "This value should be of type int.") from None
 
 
-def parse(params: Sequence[tuple[str, str]], max_limit: int,
-          order_fields: Collection[str] = ("updated_at", "id", "created_at"),
-          default_limit: int = 50) -> ListQuery:
+def parse(
+    params: Sequence[tuple[str, str]],
+    max_limit: int,
+    order_fields: Collection[str] = ("updated_at", "id", "created_at"),
+    default_limit: int = 50,
+) -> ListQuery:
     page, limit = 1, default_limit
     with_: set[str] = set()
     ids: set[int] | None = None
@@ -88,9 +90,17 @@ def parse(params: Sequence[tuple[str, str]], max_limit: int,
             order = (m[1], value == "desc")
         elif m := _LIST_KEY.match(key):
             lists.setdefault(m[1], []).extend(v for v in value.split(",") if v)
-    return ListQuery(page, limit, frozenset(with_), None if ids is None else frozenset(ids),
-                     (ranges["updated_at"][0], ranges["updated_at"][1]),
-                     (ranges["created_at"][0], ranges["created_at"][1]), order, lists, rest)
+    return ListQuery(
+        page,
+        limit,
+        frozenset(with_),
+        None if ids is None else frozenset(ids),
+        (ranges["updated_at"][0], ranges["updated_at"][1]),
+        (ranges["created_at"][0], ranges["created_at"][1]),
+        order,
+        lists,
+        rest,
+    )
 
 
 def select(table: Table[Lead] | Table[Contact], q: ListQuery, deleted: bool = False) -> list[int]:
@@ -109,12 +119,19 @@ def select(table: Table[Lead] | Table[Contact], q: ListQuery, deleted: bool = Fa
         ids = [i for i in ids if i in wanted]
     chosen = [i for i in ids if i in rows and rows[i].is_deleted == deleted]
     if field != "updated_at" and (lo is not None or hi is not None):
-        chosen = [i for i in chosen if (lo is None or rows[i].updated_at >= lo)
-                  and (hi is None or rows[i].updated_at <= hi)]
+        chosen = [
+            i
+            for i in chosen
+            if (lo is None or rows[i].updated_at >= lo) and (hi is None or rows[i].updated_at <= hi)
+        ]
     clo, chi = q.created
     if clo is not None or chi is not None:
-        chosen = [i for i in chosen if (clo is None or rows[i].created_at >= clo)
-                  and (chi is None or rows[i].created_at <= chi)]
+        chosen = [
+            i
+            for i in chosen
+            if (clo is None or rows[i].created_at >= clo)
+            and (chi is None or rows[i].created_at <= chi)
+        ]
     if field == "created_at":
         chosen.sort(key=lambda i: (rows[i].created_at, i), reverse=descending)
     return chosen

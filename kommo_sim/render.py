@@ -21,13 +21,15 @@ def custom_fields_values(
     out: list[JSON] = []
     for field_id in sorted(values, key=lambda f: fields[f].sort):
         field = fields[field_id]
-        out.append({
-            "field_id": field.id,
-            "field_name": field.name,
-            "field_code": field.code,
-            "field_type": field.type,
-            "values": [dict(v) for v in values[field_id]],
-        })
+        out.append(
+            {
+                "field_id": field.id,
+                "field_name": field.name,
+                "field_code": field.code,
+                "field_type": field.type,
+                "values": [dict(v) for v in values[field_id]],
+            }
+        )
     return out
 
 
@@ -43,23 +45,28 @@ class Renderer:
         self.lead_fields = state.fields_of("leads")
         self.contact_fields = state.fields_of("contacts")
 
-    def lead(
-        self, lead: Lead, base: str, query: str = "", with_contacts: bool = False
-    ) -> JSON:
+    def lead(self, lead: Lead, base: str, query: str = "", with_contacts: bool = False) -> JSON:
         suffix = f"?{query}" if query else ""
         tags = self.state.lead_tags
         embedded: JSON = {
             "tags": [tag(tags[t]) for t in lead.tags if t in tags],
-            "companies": [] if lead.company_id is None else [{
-                "id": lead.company_id,
-                "_links": link(f"{base}/api/v4/companies/{lead.company_id}{suffix}"),
-            }],
+            "companies": []
+            if lead.company_id is None
+            else [
+                {
+                    "id": lead.company_id,
+                    "_links": link(f"{base}/api/v4/companies/{lead.company_id}{suffix}"),
+                }
+            ],
         }
         if with_contacts:
             contacts = self.state.contacts.rows
             embedded["contacts"] = [
-                {"id": cid, "is_main": is_main,
-                 "_links": link(f"{base}/api/v4/contacts/{cid}{suffix}")}
+                {
+                    "id": cid,
+                    "is_main": is_main,
+                    "_links": link(f"{base}/api/v4/contacts/{cid}{suffix}"),
+                }
                 for cid, is_main in lead.contacts.items()
                 if cid in contacts and not contacts[cid].is_deleted
             ]
@@ -101,8 +108,10 @@ class Renderer:
     ) -> JSON:
         suffix = f"?{query}" if query else ""
         tags = self.state.contact_tags
-        embedded: JSON = {"tags": [tag(tags[t]) for t in contact.tags if t in tags],
-                          "companies": []}
+        embedded: JSON = {
+            "tags": [tag(tags[t]) for t in contact.tags if t in tags],
+            "companies": [],
+        }
         if with_leads:
             leads = self.state.leads.rows
             embedded["leads"] = [
@@ -125,7 +134,8 @@ class Renderer:
             "is_deleted": contact.is_deleted,
             "is_unsorted": False,
             "custom_fields_values": custom_fields_values(
-                contact.custom_fields, self.contact_fields),
+                contact.custom_fields, self.contact_fields
+            ),
             "account_id": self.state.account.id,
             "_links": link(f"{base}/api/v4/contacts/{contact.id}{suffix}"),
             "_embedded": embedded,
@@ -154,15 +164,17 @@ class Renderer:
             "_links": link(f"{base}/api/v4/account"),
         }
         if with_datetime:
-            body["_embedded"] = {"datetime_settings": {
-                "date_pattern": "d.m.Y H:i",
-                "short_date_pattern": "d.m.Y",
-                "short_time_pattern": "H:i",
-                "date_formant": "d.m.Y",
-                "time_format": "H:i:s",
-                "timezone": account.timezone,
-                "timezone_offset": account.timezone_offset,
-            }}
+            body["_embedded"] = {
+                "datetime_settings": {
+                    "date_pattern": "d.m.Y H:i",
+                    "short_date_pattern": "d.m.Y",
+                    "short_time_pattern": "H:i",
+                    "date_formant": "d.m.Y",
+                    "time_format": "H:i:s",
+                    "timezone": account.timezone,
+                    "timezone_offset": account.timezone_offset,
+                }
+            }
         return body
 
     def pipeline(self, pipeline: Pipeline, base: str) -> JSON:
@@ -177,12 +189,22 @@ class Renderer:
             "is_archive": False,
             "account_id": account_id,
             "_links": link(href),
-            "_embedded": {"statuses": [
-                {"id": s.id, "name": s.name, "sort": s.sort, "is_editable": s.is_editable,
-                 "pipeline_id": s.pipeline_id, "color": s.color, "type": s.type,
-                 "account_id": account_id, "_links": link(f"{href}/statuses/{s.id}")}
-                for s in pipeline.statuses
-            ]},
+            "_embedded": {
+                "statuses": [
+                    {
+                        "id": s.id,
+                        "name": s.name,
+                        "sort": s.sort,
+                        "is_editable": s.is_editable,
+                        "pipeline_id": s.pipeline_id,
+                        "color": s.color,
+                        "type": s.type,
+                        "account_id": account_id,
+                        "_links": link(f"{href}/statuses/{s.id}"),
+                    }
+                    for s in pipeline.statuses
+                ]
+            },
         }
 
     def user(self, user: User, base: str) -> JSON:
@@ -211,8 +233,11 @@ class Renderer:
         }
 
     def custom_field(self, field: CustomField, base: str) -> JSON:
-        enums = None if field.enums is None else [
-            {"id": e[0], "value": e[1], "sort": i + 1} for i, e in enumerate(field.enums)]
+        enums = (
+            None
+            if field.enums is None
+            else [{"id": e[0], "value": e[1], "sort": i + 1} for i, e in enumerate(field.enums)]
+        )
         return {
             "id": field.id,
             "name": field.name,

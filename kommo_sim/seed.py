@@ -30,21 +30,68 @@ LOSS_REASON_IDS = (4203748, 4203750, 4203752)
 WON, LOST = 142, 143
 
 LEAD_SOURCE, LEAD_COMMENT, LEAD_MEETING, LEAD_PAID, LEAD_BUDGET = (
-    752009, 752011, 752013, 752015, 752017,
+    752009,
+    752011,
+    752013,
+    752015,
+    752017,
 )
 CONTACT_POSITION, CONTACT_PHONE, CONTACT_EMAIL = 735647, 735649, 735651
 TAG_PALETTE = ("DDEBB5", "EBEBEB", "D0D0D0", "F2DDF7", "247BA0", "FFC8C8", "C6E2FF", None)
 TAG_WORDS = (
-    "website", "repeat client", "whatsapp", "facebook", "instagram", "vip", "referral",
-    "lima", "arequipa", "promo", "cold", "hot", "wholesale", "retail", "b2b", "callback",
+    "website",
+    "repeat client",
+    "whatsapp",
+    "facebook",
+    "instagram",
+    "vip",
+    "referral",
+    "lima",
+    "arequipa",
+    "promo",
+    "cold",
+    "hot",
+    "wholesale",
+    "retail",
+    "b2b",
+    "callback",
 )
 FIRST_NAMES = (
-    "Jane", "John", "María", "José", "Lucía", "Carlos", "Ana", "Luis", "Rosa", "Jorge",
-    "Sofía", "Miguel", "Valeria", "Diego", "Camila", "Andrés", "Elena", "Pedro",
+    "Jane",
+    "John",
+    "María",
+    "José",
+    "Lucía",
+    "Carlos",
+    "Ana",
+    "Luis",
+    "Rosa",
+    "Jorge",
+    "Sofía",
+    "Miguel",
+    "Valeria",
+    "Diego",
+    "Camila",
+    "Andrés",
+    "Elena",
+    "Pedro",
 )
 LAST_NAMES = (
-    "Doe", "Quispe", "Flores", "Rodríguez", "García", "Mamani", "Huamán", "Torres",
-    "Chávez", "Ramírez", "Smith", "Vargas", "Castillo", "Rojas", "Mendoza",
+    "Doe",
+    "Quispe",
+    "Flores",
+    "Rodríguez",
+    "García",
+    "Mamani",
+    "Huamán",
+    "Torres",
+    "Chávez",
+    "Ramírez",
+    "Smith",
+    "Vargas",
+    "Castillo",
+    "Rojas",
+    "Mendoza",
 )
 PRODUCTS = ("Website request", "Order", "Quote", "Consultation", "apple tv", "Renewal", "Demo")
 STATUS_NAMES = ("Initial contact", "Negotiation", "Decision making", "Contract", "Invoice")
@@ -67,10 +114,21 @@ class SeedSpec:
 
 def lead_fields() -> list[CustomField]:
     return [
-        CustomField(LEAD_SOURCE, "Source", "select", None, 510, "leads", [
-            (932073, "Google", None), (932075, "Facebook", None), (932077, "Instagram", None),
-            (932079, "Referral", None), (932081, "Website", None),
-        ]),
+        CustomField(
+            LEAD_SOURCE,
+            "Source",
+            "select",
+            None,
+            510,
+            "leads",
+            [
+                (932073, "Google", None),
+                (932075, "Facebook", None),
+                (932077, "Instagram", None),
+                (932079, "Referral", None),
+                (932081, "Website", None),
+            ],
+        ),
         CustomField(LEAD_COMMENT, "Comment", "text", None, 512, "leads"),
         CustomField(LEAD_MEETING, "Meeting date", "date", None, 520, "leads"),
         CustomField(LEAD_PAID, "Paid", "checkbox", None, 530, "leads"),
@@ -81,13 +139,35 @@ def lead_fields() -> list[CustomField]:
 def contact_fields() -> list[CustomField]:
     return [
         CustomField(CONTACT_POSITION, "Position", "text", "POSITION", 4, "contacts"),
-        CustomField(CONTACT_PHONE, "Phone", "multitext", "PHONE", 8, "contacts", [
-            (718321, "WORK", "WORK"), (718323, "WORKDD", "WORKDD"), (718325, "MOB", "MOB"),
-            (718327, "FAX", "FAX"), (718329, "HOME", "HOME"), (718331, "OTHER", "OTHER"),
-        ]),
-        CustomField(CONTACT_EMAIL, "Email", "multitext", "EMAIL", 10, "contacts", [
-            (718333, "WORK", "WORK"), (718335, "PRIV", "PRIV"), (718337, "OTHER", "OTHER"),
-        ]),
+        CustomField(
+            CONTACT_PHONE,
+            "Phone",
+            "multitext",
+            "PHONE",
+            8,
+            "contacts",
+            [
+                (718321, "WORK", "WORK"),
+                (718323, "WORKDD", "WORKDD"),
+                (718325, "MOB", "MOB"),
+                (718327, "FAX", "FAX"),
+                (718329, "HOME", "HOME"),
+                (718331, "OTHER", "OTHER"),
+            ],
+        ),
+        CustomField(
+            CONTACT_EMAIL,
+            "Email",
+            "multitext",
+            "EMAIL",
+            10,
+            "contacts",
+            [
+                (718333, "WORK", "WORK"),
+                (718335, "PRIV", "PRIV"),
+                (718337, "OTHER", "OTHER"),
+            ],
+        ),
     ]
 
 
@@ -131,8 +211,12 @@ def phone_values(raws: list[str], rng: random.Random) -> list[Value]:
 def generate(spec: SeedSpec) -> State:
     rng = random.Random(spec.seed)
     users = [
-        User(FIRST_USER_ID + i, "Admin User" if i == 0 else f"{rng.choice(FIRST_NAMES)} "
-             f"{rng.choice(LAST_NAMES)}", f"user{i + 1}@example.com", i == 0)
+        User(
+            FIRST_USER_ID + i,
+            "Admin User" if i == 0 else f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
+            f"user{i + 1}@example.com",
+            i == 0,
+        )
         for i in range(max(1, spec.users))
     ]
     pipelines = _pipelines(max(1, spec.pipelines))
@@ -143,18 +227,22 @@ def generate(spec: SeedSpec) -> State:
         lead_fields=lead_fields(),
         contact_fields=contact_fields(),
         next_ids={
-            "leads": FIRST_LEAD_ID + spec.leads, "contacts": FIRST_CONTACT_ID + spec.contacts,
+            "leads": FIRST_LEAD_ID + spec.leads,
+            "contacts": FIRST_CONTACT_ID + spec.contacts,
             "leads_tag": FIRST_LEAD_TAG_ID + 2 * spec.tags,
-            "contacts_tag": FIRST_CONTACT_TAG_ID + 2 * spec.tags, "note": 118000001,
+            "contacts_tag": FIRST_CONTACT_TAG_ID + 2 * spec.tags,
+            "note": 118000001,
             "webhook": 1056949,
         },
     )
     for i in range(spec.tags):
         name = TAG_WORDS[i] if i < len(TAG_WORDS) else f"tag {i + 1}"
         state.lead_tags[FIRST_LEAD_TAG_ID + 2 * i] = Tag(
-            FIRST_LEAD_TAG_ID + 2 * i, name, rng.choice(TAG_PALETTE))
+            FIRST_LEAD_TAG_ID + 2 * i, name, rng.choice(TAG_PALETTE)
+        )
         state.contact_tags[FIRST_CONTACT_TAG_ID + 2 * i] = Tag(
-            FIRST_CONTACT_TAG_ID + 2 * i, name, None)
+            FIRST_CONTACT_TAG_ID + 2 * i, name, None
+        )
     for i in range(spec.contacts):
         state.contacts.put(_contact(FIRST_CONTACT_ID + i, state, rng, spec.now))
     contact_ids = list(state.contacts.rows)
@@ -177,8 +265,17 @@ def _pipelines(count: int) -> list[Pipeline]:
         statuses = [Status(status_id, "Incoming leads", 10, pipeline_id, "#c1c1c1", 1, False)]
         status_id += 1
         for s, name in enumerate(STATUS_NAMES[: 2 + p % 3]):
-            statuses.append(Status(status_id, name, 20 + 10 * s, pipeline_id,
-                                   STATUS_COLORS[s % len(STATUS_COLORS)], 0, True))
+            statuses.append(
+                Status(
+                    status_id,
+                    name,
+                    20 + 10 * s,
+                    pipeline_id,
+                    STATUS_COLORS[s % len(STATUS_COLORS)],
+                    0,
+                    True,
+                )
+            )
             status_id += 1
         statuses.append(Status(WON, "Closed - won", 10000, pipeline_id, "#CCFF66", 0, False))
         statuses.append(Status(LOST, "Closed - lost", 11000, pipeline_id, "#D5D8DB", 0, False))
@@ -201,7 +298,8 @@ def _lead(lead_id: int, state: State, rng: random.Random, now: int) -> Lead:
     lead = Lead(
         id=lead_id,
         name=f"{rng.choice(PRODUCTS)} #{lead_id - FIRST_LEAD_ID + 1}"
-        if rng.random() > 0.03 else "",
+        if rng.random() > 0.03
+        else "",
         price=rng.choice((0, 0, 100, 250, 1000, 1500, rng.randrange(1, 50000))),
         responsible_user_id=rng.choice(user_ids),
         status_id=status.id,
@@ -216,11 +314,22 @@ def _lead(lead_id: int, state: State, rng: random.Random, now: int) -> Lead:
     )
     if rng.random() < 0.7:
         source = rng.choice(state.lead_fields[0].enums or [])
-        lead.custom_fields[LEAD_SOURCE] = [{"value": source[1], "enum_id": source[0],
-                                            "enum_code": None}]
+        lead.custom_fields[LEAD_SOURCE] = [
+            {"value": source[1], "enum_id": source[0], "enum_code": None}
+        ]
     if rng.random() < 0.4:
-        lead.custom_fields[LEAD_COMMENT] = [{"value": rng.choice(
-            ("Call after 5 pm", "Wants a discount", "Asked for catalogue", "Sin comentarios"))}]
+        lead.custom_fields[LEAD_COMMENT] = [
+            {
+                "value": rng.choice(
+                    (
+                        "Call after 5 pm",
+                        "Wants a discount",
+                        "Asked for catalogue",
+                        "Sin comentarios",
+                    )
+                )
+            }
+        ]
     if rng.random() < 0.3:
         midnight = (created // DAY + rng.randrange(1, 20)) * DAY + 5 * 3600
         lead.custom_fields[LEAD_MEETING] = [{"value": midnight}]
@@ -228,8 +337,9 @@ def _lead(lead_id: int, state: State, rng: random.Random, now: int) -> Lead:
         lead.custom_fields[LEAD_PAID] = [{"value": rng.random() < 0.5}]
     if rng.random() < 0.3:
         lead.custom_fields[LEAD_BUDGET] = [{"value": str(rng.randrange(100, 90000))}]
-    lead.tags = rng.sample(list(state.lead_tags), k=min(len(state.lead_tags), rng.choice(
-        (0, 0, 1, 1, 2, 3))))
+    lead.tags = rng.sample(
+        list(state.lead_tags), k=min(len(state.lead_tags), rng.choice((0, 0, 1, 1, 2, 3)))
+    )
     return lead
 
 
@@ -253,13 +363,16 @@ def _contact(contact_id: int, state: State, rng: random.Random, now: int) -> Con
     count = rng.choices((0, 1, 2, 3), weights=(15, 60, 20, 5))[0]
     if count:
         contact.custom_fields[CONTACT_PHONE] = phone_values(
-            [messy_phone(rng) for _ in range(count)], rng)
+            [messy_phone(rng) for _ in range(count)], rng
+        )
     if rng.random() < 0.5:
         email = f"{(first or 'client').lower()}.{contact_id % 10000}@example.com"
-        contact.custom_fields[CONTACT_EMAIL] = [{"value": email, "enum_id": 718333,
-                                                 "enum_code": "WORK"}]
+        contact.custom_fields[CONTACT_EMAIL] = [
+            {"value": email, "enum_id": 718333, "enum_code": "WORK"}
+        ]
     if rng.random() < 0.1:
         contact.custom_fields[CONTACT_POSITION] = [{"value": rng.choice(("CTO", "Owner"))}]
-    contact.tags = rng.sample(list(state.contact_tags), k=min(len(state.contact_tags),
-                                                              rng.choice((0, 0, 0, 1, 2))))
+    contact.tags = rng.sample(
+        list(state.contact_tags), k=min(len(state.contact_tags), rng.choice((0, 0, 0, 1, 2)))
+    )
     return contact

@@ -32,8 +32,9 @@ class _Server(uvicorn.Server):
 
 
 @asynccontextmanager
-async def serve(sim: Simulator, host: str = "127.0.0.1", port: int = 0,
-                changes_per_second: float = 0.0) -> AsyncIterator[str]:
+async def serve(
+    sim: Simulator, host: str = "127.0.0.1", port: int = 0, changes_per_second: float = 0.0
+) -> AsyncIterator[str]:
     """Serve ``sim.app`` in the running loop; yields the base URL (port 0 = a free port).
 
     With ``changes_per_second`` a background task applies random changes (demo mode).
@@ -41,8 +42,9 @@ async def serve(sim: Simulator, host: str = "127.0.0.1", port: int = 0,
     async with serve_app(sim.app, host, port) as base_url:
         stream = None
         if changes_per_second > 0:
-            stream = asyncio.create_task(churn(sim, changes_per_second,
-                                               random.Random(sim.config.seed + 1)))
+            stream = asyncio.create_task(
+                churn(sim, changes_per_second, random.Random(sim.config.seed + 1))
+            )
         try:
             yield base_url
         finally:

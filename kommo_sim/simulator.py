@@ -32,9 +32,19 @@ from kommo_sim.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
-ALL_SETTINGS = ("add_lead", "update_lead", "delete_lead", "restore_lead", "status_lead",
-                "responsible_lead", "add_contact", "update_contact", "delete_contact",
-                "restore_contact", "responsible_contact")
+ALL_SETTINGS = (
+    "add_lead",
+    "update_lead",
+    "delete_lead",
+    "restore_lead",
+    "status_lead",
+    "responsible_lead",
+    "add_contact",
+    "update_contact",
+    "delete_contact",
+    "restore_contact",
+    "responsible_contact",
+)
 
 
 class NotFound(LookupError):
@@ -63,15 +73,29 @@ class SimConfig:
 class Simulator:
     """A Kommo account in memory, served by ``app`` (API v4, OAuth and ``/_sim`` control)."""
 
-    def __init__(self, config: SimConfig | None = None, *,
-                 webhook_transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        *,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         from kommo_sim.api import create_app  # the app needs the finished simulator
 
         self.config = config = config or SimConfig()
         self.clock = SimClock(config.start_time, config.clock_speed)
-        self.state: State = generate(SeedSpec(
-            config.seed, config.leads, config.contacts, config.tags, config.pipelines,
-            config.users, config.account_id, config.subdomain, self.clock.now_s()))
+        self.state: State = generate(
+            SeedSpec(
+                config.seed,
+                config.leads,
+                config.contacts,
+                config.tags,
+                config.pipelines,
+                config.users,
+                config.account_id,
+                config.subdomain,
+                self.clock.now_s(),
+            )
+        )
         self.events = EventLog()
         self.faults = Faults(rng=random.Random(config.seed))
         self.ratelimit = RateLimiter(config.rate_limit, self.clock)
@@ -95,14 +119,18 @@ class Simulator:
     @property
     def leads(self) -> dict[int, JSON]:
         """Every lead as the API shows it with ``with=contacts``; deleted ones included."""
-        return {lead.id: self.renderer.lead(lead, self.base_url, with_contacts=True)
-                for lead in self.state.leads}
+        return {
+            lead.id: self.renderer.lead(lead, self.base_url, with_contacts=True)
+            for lead in self.state.leads
+        }
 
     @property
     def contacts(self) -> dict[int, JSON]:
         """Every contact as the API shows it with ``with=leads``; deleted ones included."""
-        return {c.id: self.renderer.contact(c, self.base_url, with_leads=True)
-                for c in self.state.contacts}
+        return {
+            c.id: self.renderer.contact(c, self.base_url, with_leads=True)
+            for c in self.state.contacts
+        }
 
     @property
     def lead_tags_dict(self) -> dict[int, JSON]:
@@ -149,22 +177,39 @@ class Simulator:
 
     # ----- leads -----
 
-    def create_lead(self, *, contacts: Sequence[int] = (), tags: Sequence[str] = (),
-                    by: int | None = None, **fields: Any) -> JSON:
+    def create_lead(
+        self,
+        *,
+        contacts: Sequence[int] = (),
+        tags: Sequence[str] = (),
+        by: int | None = None,
+        **fields: Any,
+    ) -> JSON:
         """Create a lead; ``contacts`` are linked in order (the first is main)."""
         pipeline = self.state.pipelines[0]
         now = self.clock.now_s()
         user = self._user(by)
-        lead = Lead(self.state.new_id("leads"), "", 0, user, pipeline.statuses[0].id,
-                    pipeline.id, user, user, now, now)
+        lead = Lead(
+            self.state.new_id("leads"),
+            "",
+            0,
+            user,
+            pipeline.statuses[0].id,
+            pipeline.id,
+            user,
+            user,
+            now,
+            now,
+        )
         with self._batch() as items:
             apply_lead_fields(self.state, lead, fields, self.clock.now_s())
             lead.tags = [self.state.tag_by_name("leads", n).id for n in tags]
             self.state.leads.put(lead)
             items += lead_changes(self.state, self.events, None, lead, user, "add")
             for contact_id in contacts:
-                self._link(items, lead, self._contact(contact_id), is_main=not lead.contacts,
-                           by=user)
+                self._link(
+                    items, lead, self._contact(contact_id), is_main=not lead.contacts, by=user
+                )
         return self.renderer.lead(lead, self.base_url, with_contacts=True)
 
     def update_lead(self, lead_id: int, *, by: int | None = None, **fields: Any) -> JSON:
@@ -172,26 +217,35 @@ class Simulator:
         loss_reason_id, custom_fields ({field_id: value or None})."""
         return self.bulk_update_leads([lead_id], by=by, **fields)[0]
 
-    def bulk_update_leads(self, ids: Iterable[int], *, by: int | None = None,
-                          **fields: Any) -> list[JSON]:
+    def bulk_update_leads(
+        self, ids: Iterable[int], *, by: int | None = None, **fields: Any
+    ) -> list[JSON]:
         """The same change to several leads, delivered as one webhook body."""
         now = self.clock.now_s()
         with self._batch() as items:
             for lead_id in ids:
-                self._change_lead(items, lead_id, by, lambda lead: apply_lead_fields(
-                    self.state, lead, fields, now))
-        return [self.renderer.lead(self.state.leads.rows[i], self.base_url, with_contacts=True)
-                for i in ids]
+                self._change_lead(
+                    items,
+                    lead_id,
+                    by,
+                    lambda lead: apply_lead_fields(self.state, lead, fields, now),
+                )
+        return [
+            self.renderer.lead(self.state.leads.rows[i], self.base_url, with_contacts=True)
+            for i in ids
+        ]
 
     def delete_lead(self, lead_id: int, *, by: int | None = None) -> None:
         with self._batch() as items:
-            self._change_lead(items, lead_id, by, lambda lead: setattr(lead, "is_deleted", True),
-                              "delete")
+            self._change_lead(
+                items, lead_id, by, lambda lead: setattr(lead, "is_deleted", True), "delete"
+            )
 
     def restore_lead(self, lead_id: int, *, by: int | None = None) -> None:
         with self._batch() as items:
-            self._change_lead(items, lead_id, by, lambda lead: setattr(lead, "is_deleted", False),
-                              "restore")
+            self._change_lead(
+                items, lead_id, by, lambda lead: setattr(lead, "is_deleted", False), "restore"
+            )
 
     def set_lead_tags(self, lead_id: int, names: Sequence[str], *, by: int | None = None) -> None:
         ids = [self.state.tag_by_name("leads", n).id for n in names]
@@ -206,8 +260,9 @@ class Simulator:
         current = [self.state.lead_tags[t].name for t in self._lead(lead_id).tags]
         self.set_lead_tags(lead_id, [n for n in current if n != name], by=by)
 
-    def link_contact(self, lead_id: int, contact_id: int, is_main: bool = False, *,
-                     by: int | None = None) -> None:
+    def link_contact(
+        self, lead_id: int, contact_id: int, is_main: bool = False, *, by: int | None = None
+    ) -> None:
         with self._batch() as items:
             self._link(items, self._lead(lead_id), self._contact(contact_id), is_main, by)
 
@@ -225,8 +280,14 @@ class Simulator:
 
     # ----- contacts -----
 
-    def create_contact(self, *, phones: Sequence[str] = (), tags: Sequence[str] = (),
-                       by: int | None = None, **fields: Any) -> JSON:
+    def create_contact(
+        self,
+        *,
+        phones: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        by: int | None = None,
+        **fields: Any,
+    ) -> JSON:
         now = self.clock.now_s()
         user = self._user(by)
         contact = Contact(self.state.new_id("contacts"), "", "", "", user, user, user, now, now)
@@ -242,22 +303,26 @@ class Simulator:
     def update_contact(self, contact_id: int, *, by: int | None = None, **fields: Any) -> JSON:
         """Change any of name, first_name, last_name, responsible_user_id, custom_fields."""
         with self._batch() as items:
-            self._change_contact(items, contact_id, by,
-                                 lambda c: apply_contact_fields(self.state, c, fields))
+            self._change_contact(
+                items, contact_id, by, lambda c: apply_contact_fields(self.state, c, fields)
+            )
         return self.renderer.contact(self._contact(contact_id), self.base_url, with_leads=True)
 
     def delete_contact(self, contact_id: int, *, by: int | None = None) -> None:
         with self._batch() as items:
-            self._change_contact(items, contact_id, by,
-                                 lambda c: setattr(c, "is_deleted", True), "delete")
+            self._change_contact(
+                items, contact_id, by, lambda c: setattr(c, "is_deleted", True), "delete"
+            )
 
     def restore_contact(self, contact_id: int, *, by: int | None = None) -> None:
         with self._batch() as items:
-            self._change_contact(items, contact_id, by,
-                                 lambda c: setattr(c, "is_deleted", False), "restore")
+            self._change_contact(
+                items, contact_id, by, lambda c: setattr(c, "is_deleted", False), "restore"
+            )
 
-    def set_contact_phones(self, contact_id: int, raws: Sequence[str], *,
-                           by: int | None = None) -> None:
+    def set_contact_phones(
+        self, contact_id: int, raws: Sequence[str], *, by: int | None = None
+    ) -> None:
         values = phone_values(list(raws), self.faults.rng)
 
         def edit(contact: Contact) -> None:
@@ -269,16 +334,18 @@ class Simulator:
         with self._batch() as items:
             self._change_contact(items, contact_id, by, edit)
 
-    def set_contact_tags(self, contact_id: int, names: Sequence[str], *,
-                         by: int | None = None) -> None:
+    def set_contact_tags(
+        self, contact_id: int, names: Sequence[str], *, by: int | None = None
+    ) -> None:
         ids = [self.state.tag_by_name("contacts", n).id for n in names]
         with self._batch() as items:
             self._change_contact(items, contact_id, by, lambda c: setattr(c, "tags", ids))
 
     def add_contact_tag(self, contact_id: int, name: str, *, by: int | None = None) -> None:
         current = [self.state.contact_tags[t].name for t in self._contact(contact_id).tags]
-        self.set_contact_tags(contact_id, current + [name] if name not in current else current,
-                              by=by)
+        self.set_contact_tags(
+            contact_id, current + [name] if name not in current else current, by=by
+        )
 
     def remove_contact_tag(self, contact_id: int, name: str, *, by: int | None = None) -> None:
         current = [self.state.contact_tags[t].name for t in self._contact(contact_id).tags]
@@ -316,8 +383,14 @@ class Simulator:
             raise NotFound(f"no contact {contact_id}")
         return contact
 
-    def _change_lead(self, items: list[WebhookItem], lead_id: int, by: int | None,
-                     edit: Callable[[Lead], object], action: Action = "update") -> None:
+    def _change_lead(
+        self,
+        items: list[WebhookItem],
+        lead_id: int,
+        by: int | None,
+        edit: Callable[[Lead], object],
+        action: Action = "update",
+    ) -> None:
         lead = self._lead(lead_id, alive=action != "restore")
         if action == "restore" and not lead.is_deleted:
             raise NotFound(f"lead {lead_id} is not deleted")
@@ -325,8 +398,14 @@ class Simulator:
         edit(lead)
         self._commit(items, "leads", before, lead, self._user(by), action)
 
-    def _change_contact(self, items: list[WebhookItem], contact_id: int, by: int | None,
-                        edit: Callable[[Contact], object], action: Action = "update") -> None:
+    def _change_contact(
+        self,
+        items: list[WebhookItem],
+        contact_id: int,
+        by: int | None,
+        edit: Callable[[Contact], object],
+        action: Action = "update",
+    ) -> None:
         contact = self._contact(contact_id, alive=action != "restore")
         if action == "restore" and not contact.is_deleted:
             raise NotFound(f"contact {contact_id} is not deleted")
@@ -334,8 +413,15 @@ class Simulator:
         edit(contact)
         self._commit(items, "contacts", before, contact, self._user(by), action)
 
-    def _commit(self, items: list[WebhookItem], kind: Kind, before: Lead | Contact,
-                after: Lead | Contact, by: int, action: Action) -> None:
+    def _commit(
+        self,
+        items: list[WebhookItem],
+        kind: Kind,
+        before: Lead | Contact,
+        after: Lead | Contact,
+        by: int,
+        action: Action,
+    ) -> None:
         after.updated_at = self.clock.now_s()
         after.updated_by = by
         if self.faults.lag_seconds:
@@ -345,8 +431,9 @@ class Simulator:
         elif isinstance(before, Contact) and isinstance(after, Contact):
             items += contact_changes(self.state, self.events, before, after, by, action)
 
-    def _link(self, items: list[WebhookItem], lead: Lead, contact: Contact, is_main: bool,
-              by: int | None) -> None:
+    def _link(
+        self, items: list[WebhookItem], lead: Lead, contact: Contact, is_main: bool, by: int | None
+    ) -> None:
         user = self._user(by)
         lead_before, contact_before = lead.clone(), contact.clone()
         if is_main or not any(lead.contacts.values()):

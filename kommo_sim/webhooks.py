@@ -29,8 +29,11 @@ TIMEOUT = 2.0
 RETRY_DELAYS = {2: 300.0, 3: 900.0, 4: 900.0, 5: 3600.0}  # attempt -> delay after previous
 DISABLE_FAILURES = 100
 DISABLE_WINDOW = 7200.0
-HEADERS = {"Content-Type": "application/x-www-form-urlencoded",
-           "User-Agent": "amoCRM-Webhooks/3.0", "Accept-Encoding": "gzip"}
+HEADERS = {
+    "Content-Type": "application/x-www-form-urlencoded",
+    "User-Agent": "amoCRM-Webhooks/3.0",
+    "Accept-Encoding": "gzip",
+}
 
 
 @dataclass
@@ -47,10 +50,17 @@ class Destination:
     failures: deque[float] = field(default_factory=deque)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "destination": self.destination, "created_at": self.created_at,
-                "updated_at": self.updated_at, "account_id": self.account_id,
-                "created_by": self.created_by, "sort": self.sort, "disabled": self.disabled,
-                "settings": list(self.settings)}
+        return {
+            "id": self.id,
+            "destination": self.destination,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "account_id": self.account_id,
+            "created_by": self.created_by,
+            "sort": self.sort,
+            "disabled": self.disabled,
+            "settings": list(self.settings),
+        }
 
 
 @dataclass(order=True)
@@ -83,8 +93,13 @@ def _may_retry(attempt: int, status: int) -> bool:
 
 
 class WebhookSender:
-    def __init__(self, state: State, clock: SimClock, faults: Faults,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        state: State,
+        clock: SimClock,
+        faults: Faults,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._state = state
         self._clock = clock
         self._faults = faults
@@ -97,18 +112,35 @@ class WebhookSender:
         self._task: asyncio.Task[None] | None = None
         self.destinations: dict[str, Destination] = {}
         self.attempts: list[Attempt] = []
-        self.stats = {"queued": 0, "delivered": 0, "failed": 0, "dropped": 0, "duplicated": 0,
-                      "delayed": 0, "given_up": 0, "disabled": 0}
+        self.stats = {
+            "queued": 0,
+            "delivered": 0,
+            "failed": 0,
+            "dropped": 0,
+            "duplicated": 0,
+            "delayed": 0,
+            "given_up": 0,
+            "disabled": 0,
+        }
         clock.on_change(self.wake)
 
-    def subscribe(self, url: str, settings: Sequence[str], sort: int = 1,
-                  created_by: int = 0) -> Destination:
+    def subscribe(
+        self, url: str, settings: Sequence[str], sort: int = 1, created_by: int = 0
+    ) -> Destination:
         """Add a destination, or update (and re-enable) an existing one."""
         now = self._clock.now_s()
         dest = self.destinations.get(url)
         if dest is None:
-            dest = Destination(self._state.new_id("webhook"), url, list(settings), sort, now,
-                               now, self._state.account.id, created_by)
+            dest = Destination(
+                self._state.new_id("webhook"),
+                url,
+                list(settings),
+                sort,
+                now,
+                now,
+                self._state.account.id,
+                created_by,
+            )
             self.destinations[url] = dest
         else:
             dest.settings, dest.sort, dest.updated_at = list(settings), sort, now
@@ -130,8 +162,9 @@ class WebhookSender:
             if dest.disabled or not chosen:
                 continue
             for start in range(0, len(chosen), MAX_ENTITIES_PER_BODY):
-                self._queue_body(dest, encode_body(
-                    self._state, chosen[start:start + MAX_ENTITIES_PER_BODY]))
+                self._queue_body(
+                    dest, encode_body(self._state, chosen[start : start + MAX_ENTITIES_PER_BODY])
+                )
         self._ensure_running()
 
     def _queue_body(self, dest: Destination, body: str) -> None:
@@ -228,15 +261,18 @@ class WebhookSender:
         request_id = str(uuid.uuid4())
         try:
             response = await self._client.post(
-                delivery.url, content=delivery.body.encode(),
-                headers={**HEADERS, "X-Amocrm-Requestid": request_id})
+                delivery.url,
+                content=delivery.body.encode(),
+                headers={**HEADERS, "X-Amocrm-Requestid": request_id},
+            )
             status = response.status_code
         except httpx.HTTPError as exc:
             logger.info("webhook to %s failed: %s", delivery.url, type(exc).__name__)
             status = 0
         now = self._clock.now()
-        self.attempts.append(Attempt(delivery.url, delivery.attempt, status, now, request_id,
-                                     delivery.body))
+        self.attempts.append(
+            Attempt(delivery.url, delivery.attempt, status, now, request_id, delivery.body)
+        )
         if 100 <= status <= 299:
             self.stats["delivered"] += 1
             return
@@ -246,8 +282,9 @@ class WebhookSender:
         if dest.disabled or following not in RETRY_DELAYS or not _may_retry(following, status):
             self.stats["given_up"] += 1
             return
-        self._push(Delivery(now + RETRY_DELAYS[following], 0, delivery.url, delivery.body,
-                            following))
+        self._push(
+            Delivery(now + RETRY_DELAYS[following], 0, delivery.url, delivery.body, following)
+        )
 
     def _note_failure(self, dest: Destination, now: float) -> None:
         dest.failures.append(now)
@@ -258,5 +295,8 @@ class WebhookSender:
             self.stats["disabled"] += 1
             self._queue = [d for d in self._queue if d.url != dest.destination]
             heapq.heapify(self._queue)
-            logger.warning("webhook destination %s disabled after %d failures",
-                           dest.destination, len(dest.failures))
+            logger.warning(
+                "webhook destination %s disabled after %d failures",
+                dest.destination,
+                len(dest.failures),
+            )

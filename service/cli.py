@@ -69,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("webhooks", help="manage the Kommo webhook subscription")
     p.add_argument("action", choices=("install", "check", "uninstall"))
-    p.add_argument("--url", help="public base URL of the web process, e.g. https://sync.example.com")
+    p.add_argument(
+        "--url", help="public base URL of the web process, e.g. https://sync.example.com"
+    )
     p.set_defaults(run=_webhooks)
     return parser
 
@@ -155,8 +157,9 @@ def _bars(totals: dict[str, int]) -> Iterator[Callable[[str, int], None]]:
         if stage not in bars:
             for bar in bars.values():
                 bar.close()
-            bars[stage] = tqdm(total=totals.get(stage), desc=f"backfill {stage}", unit="page",
-                               dynamic_ncols=True)
+            bars[stage] = tqdm(
+                total=totals.get(stage), desc=f"backfill {stage}", unit="page", dynamic_ncols=True
+            )
         bars[stage].update(1)
 
     try:
@@ -197,8 +200,11 @@ def _webhooks(args: argparse.Namespace) -> int:
             if args.action == "install":
                 await subscription.install(res.kommo, url)
             verdict = await subscription.check(res.kommo, url)
-        _out(("webhook OK: " + ", ".join(subscription.SETTINGS)) if verdict.ok
-             else f"webhook NOT OK: {verdict.problem}")
+        _out(
+            ("webhook OK: " + ", ".join(subscription.SETTINGS))
+            if verdict.ok
+            else f"webhook NOT OK: {verdict.problem}"
+        )
         return 0 if verdict.ok else 1
 
     return _run(go())

@@ -58,25 +58,35 @@ class EntityKind:
         return self.name
 
 
-_ACTOR = (Column("responsible_user_id", "bigint"), Column("group_id", "bigint"),
-          Column("created_by", "bigint"), Column("updated_by", "bigint"))
+_ACTOR = (
+    Column("responsible_user_id", "bigint"),
+    Column("group_id", "bigint"),
+    Column("created_by", "bigint"),
+    Column("updated_by", "bigint"),
+)
 
 LEADS = EntityKind(
     name="leads",
     singular="lead",
     owner="lead_id",
     columns=(
-        Column("name", "text"), Column("price", "bigint"), *_ACTOR[:2],
-        Column("status_id", "bigint"), Column("pipeline_id", "bigint"),
-        Column("loss_reason_id", "bigint"), *_ACTOR[2:],
-        Column("created_at", "ts"), Column("updated_at", "ts"), Column("closed_at", "ts"),
-        Column("closest_task_at", "ts"), Column("score", "int"),
+        Column("name", "text"),
+        Column("price", "bigint"),
+        *_ACTOR[:2],
+        Column("status_id", "bigint"),
+        Column("pipeline_id", "bigint"),
+        Column("loss_reason_id", "bigint"),
+        *_ACTOR[2:],
+        Column("created_at", "ts"),
+        Column("updated_at", "ts"),
+        Column("closed_at", "ts"),
+        Column("closest_task_at", "ts"),
+        Column("score", "int"),
     ),
     fetch_with=("contacts",),
     webhook_key="leads",
     tag_table="lead_tags",
-    links=(Link("contacts", "lead_contacts", "contact_id", flag="is_main",
-                needs_with="contacts"),),
+    links=(Link("contacts", "lead_contacts", "contact_id", flag="is_main", needs_with="contacts"),),
 )
 
 CONTACTS = EntityKind(
@@ -84,9 +94,14 @@ CONTACTS = EntityKind(
     singular="contact",
     owner="contact_id",
     columns=(
-        Column("name", "text"), Column("first_name", "text"), Column("last_name", "text"),
-        *_ACTOR, Column("created_at", "ts"), Column("updated_at", "ts"),
-        Column("closest_task_at", "ts"), Column("is_unsorted", "bool"),
+        Column("name", "text"),
+        Column("first_name", "text"),
+        Column("last_name", "text"),
+        *_ACTOR,
+        Column("created_at", "ts"),
+        Column("updated_at", "ts"),
+        Column("closest_task_at", "ts"),
+        Column("is_unsorted", "bool"),
     ),
     webhook_key="contacts",
     webhook_type="contact",

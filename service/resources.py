@@ -47,8 +47,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         stack.push_async_callback(pool.close)
         redis: Redis = Redis.from_url(settings.redis_dsn, decode_responses=False)
         stack.push_async_callback(redis.aclose)
-        arq = await create_pool(RedisSettings.from_dsn(settings.redis_dsn),
-                                default_queue_name=keys.queue)
+        arq = await create_pool(
+            RedisSettings.from_dsn(settings.redis_dsn), default_queue_name=keys.queue
+        )
         stack.push_async_callback(arq.aclose)
         yield Resources(settings, keys, pool, redis, arq)
 
@@ -58,7 +59,8 @@ async def open_sync_resources(
     settings: Settings, *, kommo_transport: httpx.AsyncBaseTransport | None = None
 ) -> AsyncIterator[SyncResources]:
     """Also the Kommo client; ``kommo_transport`` lets tests route its calls to the simulator."""
-    async with open_resources(settings) as res, kommo_client(
-        settings, res.redis, res.pool, transport=kommo_transport
-    ) as kommo:
+    async with (
+        open_resources(settings) as res,
+        kommo_client(settings, res.redis, res.pool, transport=kommo_transport) as kommo,
+    ):
         yield SyncResources(res.settings, res.keys, res.pool, res.redis, res.arq, kommo)

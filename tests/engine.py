@@ -17,8 +17,12 @@ SIM_TOKEN = "sim-token-for-tests"
 def kommo_settings_for(env: dict[str, str], needs: Needs = Needs.NOTHING) -> Settings:
     """The test environment pointed at a simulator (reached through an injected transport)."""
     return Settings.from_env(
-        {**env, "KOMMO_BASE_URL": "http://kommo.test", "KOMMO_TOKEN": SIM_TOKEN,
-         "KOMMO_RATE_LIMIT": "50"},
+        {
+            **env,
+            "KOMMO_BASE_URL": "http://kommo.test",
+            "KOMMO_TOKEN": SIM_TOKEN,
+            "KOMMO_RATE_LIMIT": "50",
+        },
         Needs.DATABASE | Needs.REDIS | Needs.KOMMO | needs,
     )
 

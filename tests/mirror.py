@@ -21,10 +21,13 @@ async def differences(pool: asyncpg.Pool, sim: Simulator, limit: int = 10) -> li
     acc = sim.config.account_id
     out: list[str] = []
     async with pool.acquire() as conn:
-        leads = {r["id"]: r for r in await conn.fetch(
-            "SELECT * FROM leads WHERE account_id = $1", acc)}
-        contacts = {r["id"]: r for r in await conn.fetch(
-            "SELECT * FROM contacts WHERE account_id = $1", acc)}
+        leads = {
+            r["id"]: r for r in await conn.fetch("SELECT * FROM leads WHERE account_id = $1", acc)
+        }
+        contacts = {
+            r["id"]: r
+            for r in await conn.fetch("SELECT * FROM contacts WHERE account_id = $1", acc)
+        }
         lead_tags = _group(await conn.fetch("SELECT lead_id, tag_id FROM lead_tags"))
         contact_tags = _group(await conn.fetch("SELECT contact_id, tag_id FROM contact_tags"))
         links: dict[int, set[tuple[int, bool]]] = {}
@@ -39,10 +42,13 @@ async def differences(pool: asyncpg.Pool, sim: Simulator, limit: int = 10) -> li
             "SELECT contact_id, normalized FROM contact_phones ORDER BY contact_id, position"
         ):
             phones.setdefault(r["contact_id"], []).append(r["normalized"])
-        tags = {(r["entity_type"], r["id"]): r["name"]
-                for r in await conn.fetch("SELECT * FROM tags")}
-        statuses = {(r["pipeline_id"], r["id"]): r["name"]
-                    for r in await conn.fetch("SELECT * FROM statuses WHERE NOT is_deleted")}
+        tags = {
+            (r["entity_type"], r["id"]): r["name"] for r in await conn.fetch("SELECT * FROM tags")
+        }
+        statuses = {
+            (r["pipeline_id"], r["id"]): r["name"]
+            for r in await conn.fetch("SELECT * FROM statuses WHERE NOT is_deleted")
+        }
 
     for lid, lead in sim.leads.items():
         row = leads.get(lid)
@@ -53,10 +59,21 @@ async def differences(pool: asyncpg.Pool, sim: Simulator, limit: int = 10) -> li
         if row is None:
             out.append(f"lead {lid}: missing")
             continue
-        want = {k: lead.get(k) for k in ("name", "price", "status_id", "pipeline_id",
-                                          "responsible_user_id", "updated_at", "closed_at")}
-        got = {k: row[k] for k in ("name", "price", "status_id", "pipeline_id",
-                                   "responsible_user_id")}
+        want = {
+            k: lead.get(k)
+            for k in (
+                "name",
+                "price",
+                "status_id",
+                "pipeline_id",
+                "responsible_user_id",
+                "updated_at",
+                "closed_at",
+            )
+        }
+        got = {
+            k: row[k] for k in ("name", "price", "status_id", "pipeline_id", "responsible_user_id")
+        }
         got |= {"updated_at": _ts(row["updated_at"]), "closed_at": _ts(row["closed_at"])}
         if row["is_deleted"]:
             out.append(f"lead {lid}: alive in Kommo, tombstoned in the mirror")
@@ -82,8 +99,10 @@ async def differences(pool: asyncpg.Pool, sim: Simulator, limit: int = 10) -> li
         if row["is_deleted"]:
             out.append(f"contact {cid}: alive in Kommo, tombstoned in the mirror")
         if (row["name"], _ts(row["updated_at"])) != (contact["name"], contact["updated_at"]):
-            out.append(f"contact {cid}: {row['name']!r}@{_ts(row['updated_at'])} != "
-                       f"{contact['name']!r}@{contact['updated_at']}")
+            out.append(
+                f"contact {cid}: {row['name']!r}@{_ts(row['updated_at'])} != "
+                f"{contact['name']!r}@{contact['updated_at']}"
+            )
         emb = contact.get("_embedded") or {}
         if contact_tags.get(cid, set()) != {t["id"] for t in emb.get("tags", [])}:
             out.append(f"contact {cid}: tags differ")
@@ -94,8 +113,11 @@ async def differences(pool: asyncpg.Pool, sim: Simulator, limit: int = 10) -> li
         for tid, tag in entity.items():
             if (kind, tid) in tags and tags[(kind, tid)] != tag["name"]:
                 out.append(f"{kind} tag {tid}: {tags[(kind, tid)]!r} != {tag['name']!r}")
-    want_statuses = {(s["pipeline_id"], s["id"]): s["name"]
-                     for p in sim.dump()["pipelines"] for s in p["_embedded"]["statuses"]}
+    want_statuses = {
+        (s["pipeline_id"], s["id"]): s["name"]
+        for p in sim.dump()["pipelines"]
+        for s in p["_embedded"]["statuses"]
+    }
     if statuses != want_statuses:
         out.append(f"statuses differ: {len(statuses)} != {len(want_statuses)}")
     return out[:limit]

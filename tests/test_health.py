@@ -58,8 +58,12 @@ async def test_not_ready_before_the_first_reconcile(client: httpx.AsyncClient) -
     assert response.status_code == 503
     body = response.json()
     assert body["failed"] == ["reconcile"]
-    assert body["reconcile"] == {"ok": False, "age_seconds": None, "max_age_seconds": 3.0,
-                                 "error": "no reconcile has run yet"}
+    assert body["reconcile"] == {
+        "ok": False,
+        "age_seconds": None,
+        "max_age_seconds": 3.0,
+        "error": "no reconcile has run yet",
+    }
 
 
 async def test_healthz_needs_nothing(client: httpx.AsyncClient) -> None:

@@ -59,9 +59,7 @@ async def test_claim_is_oldest_first_and_limited(redis: Redis, keys: Keys) -> No
     assert [i for i, _, _ in await q.claim(redis, keys, "leads")] == [3, 9, 1, 5]
 
 
-async def test_done_keeps_an_id_re_hinted_during_its_fetch(
-    redis: Redis, keys: Keys
-) -> None:
+async def test_done_keeps_an_id_re_hinted_during_its_fetch(redis: Redis, keys: Keys) -> None:
     await q.push(redis, keys, Hints(changes={"leads": {1: 100, 2: 100}}))
     claimed = await q.claim(redis, keys, "leads")
     # while the worker fetches, lead 1 changes again

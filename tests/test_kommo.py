@@ -62,8 +62,9 @@ def body(name: str) -> bytes:
 
 
 def ok(name: str, status: int = 200) -> httpx.Response:
-    return httpx.Response(status, content=body(name),
-                          headers={"content-type": "application/hal+json"})
+    return httpx.Response(
+        status, content=body(name), headers={"content-type": "application/hal+json"}
+    )
 
 
 def error(status: int, name: str) -> httpx.Response:
@@ -99,21 +100,34 @@ def clock() -> VirtualClock:
 
 @pytest.fixture
 def kommo_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, kommo_base_url=BASE, kommo_token=Secret(TOKEN),
-                               rate_limit=50)
+    return dataclasses.replace(
+        settings, kommo_base_url=BASE, kommo_token=Secret(TOKEN), rate_limit=50
+    )
 
 
 @pytest.fixture
-def connect(kommo_settings: Settings, redis: Redis, clock: VirtualClock
-            ) -> Callable[[ScriptedKommo], contextlib.AbstractAsyncContextManager[KommoClient]]:
+def connect(
+    kommo_settings: Settings, redis: Redis, clock: VirtualClock
+) -> Callable[[ScriptedKommo], contextlib.AbstractAsyncContextManager[KommoClient]]:
     @contextlib.asynccontextmanager
     async def open_client(kommo: ScriptedKommo) -> AsyncIterator[KommoClient]:
-        budget = RateBudget(redis, Keys(kommo_settings.redis_prefix), kommo_settings.rate_limit,
-                            clock=clock.now, sleep=clock.sleep)
-        async with kommo_client(kommo_settings, redis, None, budget=budget,
-                                transport=httpx.MockTransport(kommo),
-                                retry=RetryPolicy(base_delay=1.0, max_delay=8.0)) as client:
+        budget = RateBudget(
+            redis,
+            Keys(kommo_settings.redis_prefix),
+            kommo_settings.rate_limit,
+            clock=clock.now,
+            sleep=clock.sleep,
+        )
+        async with kommo_client(
+            kommo_settings,
+            redis,
+            None,
+            budget=budget,
+            transport=httpx.MockTransport(kommo),
+            retry=RetryPolicy(base_delay=1.0, max_delay=8.0),
+        ) as client:
             yield client
+
     return open_client
 
 
@@ -121,8 +135,10 @@ Connect = Callable[[ScriptedKommo], contextlib.AbstractAsyncContextManager[Kommo
 
 
 def calls(endpoint: str, status: str) -> float:
-    return REGISTRY.get_sample_value(
-        "kommo_calls_total", {"endpoint": endpoint, "status": status}) or 0.0
+    return (
+        REGISTRY.get_sample_value("kommo_calls_total", {"endpoint": endpoint, "status": status})
+        or 0.0
+    )
 
 
 async def test_get_sends_the_token_and_answers_none_on_204(
@@ -190,8 +206,12 @@ async def test_429_retries_are_bounded(connect: Connect, clock: VirtualClock) ->
 async def test_5xx_and_io_errors_on_get_are_retried_with_backoff(
     connect: Connect, clock: VirtualClock
 ) -> None:
-    failures: list[Reply] = [error(500, "500_internal.json"), httpx.ConnectTimeout("slow"),
-                             error(502, "500_internal.json"), httpx.ConnectError("refused")]
+    failures: list[Reply] = [
+        error(500, "500_internal.json"),
+        httpx.ConnectTimeout("slow"),
+        error(502, "500_internal.json"),
+        httpx.ConnectError("refused"),
+    ]
     kommo = ScriptedKommo(clock, *failures, ok("leads_list_last_page.json"))
     async with connect(kommo) as client:
         # an id with "204" in it: a 500 is a failure to retry, never an empty page
@@ -214,13 +234,17 @@ async def test_5xx_on_a_write_is_not_retried(connect: Connect, clock: VirtualClo
     kommo = ScriptedKommo(clock, error(500, "500_internal.json"))
     async with connect(kommo) as client:
         with pytest.raises(KommoUnavailable):
-            await client.subscribe_webhook("https://sync.example.com/hook", ["add_lead"],
-                                           priority=W)
+            await client.subscribe_webhook(
+                "https://sync.example.com/hook", ["add_lead"], priority=W
+            )
     assert len(kommo.requests) == 1
 
 
-FORBIDDEN = httpx.Response(403, json={"title": "Forbidden", "status": 403, "detail": "Forbidden"},
-                           headers={"content-type": "application/problem+json"})
+FORBIDDEN = httpx.Response(
+    403,
+    json={"title": "Forbidden", "status": 403, "detail": "Forbidden"},
+    headers={"content-type": "application/problem+json"},
+)
 
 
 @pytest.mark.parametrize("fixture", ["403_ip_block_nginx.html", "json"])
@@ -282,13 +306,16 @@ async def test_a_rejected_long_lived_token_is_never_retried(
     assert TOKEN not in str(caught.value) and TOKEN not in caplog.text
 
 
-@pytest.mark.parametrize(("status", "fixture", "kind"), [
-    (402, "402_payment_required.json", KommoPaymentRequired),
-    (400, "400_validation.json", KommoBadRequest),
-    (404, "404_not_found.json", KommoBadRequest),
-    (405, "405_method.json", KommoBadRequest),
-    (422, "422_limit.json", KommoBadRequest),
-])
+@pytest.mark.parametrize(
+    ("status", "fixture", "kind"),
+    [
+        (402, "402_payment_required.json", KommoPaymentRequired),
+        (400, "400_validation.json", KommoBadRequest),
+        (404, "404_not_found.json", KommoBadRequest),
+        (405, "405_method.json", KommoBadRequest),
+        (422, "422_limit.json", KommoBadRequest),
+    ],
+)
 async def test_other_rejections_are_not_retried(
     connect: Connect, clock: VirtualClock, status: int, fixture: str, kind: type[Exception]
 ) -> None:
@@ -301,8 +328,9 @@ async def test_other_rejections_are_not_retried(
 
 
 async def test_an_unpaid_account_pauses_every_call(connect: Connect, clock: VirtualClock) -> None:
-    kommo = ScriptedKommo(clock, error(402, "402_payment_required.json"),
-                          ok("leads_list_page1.json"))
+    kommo = ScriptedKommo(
+        clock, error(402, "402_payment_required.json"), ok("leads_list_page1.json")
+    )
     async with connect(kommo) as client:
         with pytest.raises(KommoPaymentRequired):
             await client.get("/api/v4/leads", priority=W)
@@ -329,37 +357,46 @@ async def test_ids_are_fetched_in_chunks_of_250(connect: Connect, clock: Virtual
 async def test_events_ask_for_types_and_a_window(connect: Connect, clock: VirtualClock) -> None:
     kommo = ScriptedKommo(clock, ok("events_list.json"))
     async with connect(kommo) as client:
-        events = await client.events_since(["lead_deleted", "contact_deleted"], 1748260000,
-                                           1748280000, priority=Priority.RECONCILE)
+        events = await client.events_since(
+            ["lead_deleted", "contact_deleted"], 1748260000, 1748280000, priority=Priority.RECONCILE
+        )
     assert len(events) == len(json.loads(body("events_list.json"))["_embedded"]["events"])
     params = kommo.requests[0].url.params
     assert params.get_list("filter[type][]") == ["lead_deleted", "contact_deleted"]
-    assert (params["limit"], params["filter[created_at][from]"],
-            params["filter[created_at][to]"]) == ("100", "1748260000", "1748280000")
+    assert (
+        params["limit"],
+        params["filter[created_at][from]"],
+        params["filter[created_at][to]"],
+    ) == ("100", "1748260000", "1748280000")
 
 
 async def test_webhook_management(connect: Connect, clock: VirtualClock) -> None:
     request = json.loads(body("webhook_subscribe_request.json"))
     created = json.loads(body("webhooks_list.json"))["_embedded"]["webhooks"][0]
-    kommo = ScriptedKommo(clock, ok("webhooks_list.json"), httpx.Response(201, json=created),
-                          empty())
+    kommo = ScriptedKommo(
+        clock, ok("webhooks_list.json"), httpx.Response(201, json=created), empty()
+    )
     async with connect(kommo) as client:
         assert await client.list_webhooks(priority=W) == [created]
-        answer = await client.subscribe_webhook(request["destination"], request["settings"],
-                                                priority=W)
+        answer = await client.subscribe_webhook(
+            request["destination"], request["settings"], priority=W
+        )
         assert answer["id"] == created["id"]
         await client.delete_webhook(request["destination"], priority=W)
     post, delete = kommo.requests[1], kommo.requests[2]
     assert (post.method, json.loads(post.content)) == ("POST", request)
     assert (delete.method, json.loads(delete.content)) == (
-        "DELETE", {"destination": request["destination"]})
+        "DELETE",
+        {"destination": request["destination"]},
+    )
 
 
 async def test_the_process_client_presents_the_token(
     kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: VirtualClock
 ) -> None:
     kommo = ScriptedKommo(clock, ok("account_with_datetime_settings.json"))
-    async with kommo_client(kommo_settings, redis, pool,
-                            transport=httpx.MockTransport(kommo)) as client:
+    async with kommo_client(
+        kommo_settings, redis, pool, transport=httpx.MockTransport(kommo)
+    ) as client:
         assert (await client.account(priority=W))["subdomain"] == "examplecorp"
     assert kommo.requests[0].headers["authorization"] == f"Bearer {TOKEN}"

@@ -32,8 +32,9 @@ class OAuthKommo:
     a new pair must be persisted before it is used.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, refresh: set[str], access: set[str],
-                 code: str | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, refresh: set[str], access: set[str], code: str | None = None
+    ) -> None:
         self.pool = pool
         self.refresh, self.access, self.code = refresh, access, code
         self.token_calls: list[dict[str, str]] = []
@@ -47,8 +48,14 @@ class OAuthKommo:
         token = request.headers["authorization"].removeprefix("Bearer ")
         self.api_calls.append(token)
         if token not in self.access:
-            return httpx.Response(401, json={"title": "Unauthorized", "status": 401,
-                                             "detail": "Invalid user name or password"})
+            return httpx.Response(
+                401,
+                json={
+                    "title": "Unauthorized",
+                    "status": 401,
+                    "detail": "Invalid user name or password",
+                },
+            )
         stored = await self.pool.fetchval("SELECT access_token FROM oauth_tokens")
         assert stored == token, "a token was used before it was committed"
         return httpx.Response(200, json={"id": 31000001, "subdomain": "examplecorp"})
@@ -64,31 +71,52 @@ class OAuthKommo:
             self.refresh.discard(body["refresh_token"])
         if not valid:
             self.revoked += 1
-            return httpx.Response(400, json={
-                "hint": "Token has been revoked", "title": "Некорректный запрос",
-                "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson", "status": 400,
-                "detail": "В запросе отсутствует ряд параметров или параметры невалидны"})
+            return httpx.Response(
+                400,
+                json={
+                    "hint": "Token has been revoked",
+                    "title": "Некорректный запрос",
+                    "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
+                    "status": 400,
+                    "detail": "В запросе отсутствует ряд параметров или параметры невалидны",
+                },
+            )
         self.issued += 1
         access, refresh = f"access-{self.issued}", f"refresh-{self.issued}"
         self.access, self.refresh = {access}, {refresh}
-        return httpx.Response(200, json={"token_type": "Bearer", "expires_in": 86400,
-                                         "server_time": int(time.time()),
-                                         "access_token": access, "refresh_token": refresh})
+        return httpx.Response(
+            200,
+            json={
+                "token_type": "Bearer",
+                "expires_in": 86400,
+                "server_time": int(time.time()),
+                "access_token": access,
+                "refresh_token": refresh,
+            },
+        )
 
 
 def oauth_settings(env: dict[str, str], **extra: str) -> Settings:
-    return Settings.from_env(env | {
-        "KOMMO_BASE_URL": BASE, "KOMMO_CLIENT_ID": "client-id", "KOMMO_RATE_LIMIT": "50",
-        "KOMMO_CLIENT_SECRET": CLIENT_SECRET, "KOMMO_REDIRECT_URI": "https://sync.example.com/oauth",
-    } | extra, Needs.DATABASE | Needs.REDIS | Needs.KOMMO)
+    return Settings.from_env(
+        env
+        | {
+            "KOMMO_BASE_URL": BASE,
+            "KOMMO_CLIENT_ID": "client-id",
+            "KOMMO_RATE_LIMIT": "50",
+            "KOMMO_CLIENT_SECRET": CLIENT_SECRET,
+            "KOMMO_REDIRECT_URI": "https://sync.example.com/oauth",
+        }
+        | extra,
+        Needs.DATABASE | Needs.REDIS | Needs.KOMMO,
+    )
 
 
 @contextlib.asynccontextmanager
-async def process(settings: Settings, redis: Redis, pool: asyncpg.Pool,
-                  kommo: OAuthKommo) -> AsyncIterator[KommoClient]:
+async def process(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool, kommo: OAuthKommo
+) -> AsyncIterator[KommoClient]:
     """One process's client: its own httpx client and budget; Postgres and Redis shared."""
-    async with kommo_client(settings, redis, pool,
-                            transport=httpx.MockTransport(kommo)) as client:
+    async with kommo_client(settings, redis, pool, transport=httpx.MockTransport(kommo)) as client:
         yield client
 
 
@@ -96,12 +124,18 @@ async def store(pool: asyncpg.Pool, access: str, refresh: str, expires_in: float
     await pool.execute(
         "INSERT INTO oauth_tokens (base_url, access_token, refresh_token, expires_at)"
         " VALUES ($1, $2, $3, $4)",
-        BASE, access, refresh, datetime.fromtimestamp(time.time() + expires_in, UTC))
+        BASE,
+        access,
+        refresh,
+        datetime.fromtimestamp(time.time() + expires_in, UTC),
+    )
 
 
 async def stored(pool: asyncpg.Pool) -> tuple[str, str, float]:
-    row = await pool.fetchrow("SELECT access_token, refresh_token,"
-                              " extract(epoch FROM expires_at) AS exp FROM oauth_tokens")
+    row = await pool.fetchrow(
+        "SELECT access_token, refresh_token,"
+        " extract(epoch FROM expires_at) AS exp FROM oauth_tokens"
+    )
     assert row is not None
     return row["access_token"], row["refresh_token"], float(row["exp"]) - time.time()
 
@@ -114,8 +148,12 @@ async def test_two_processes_refresh_ahead_of_expiry_exactly_once(
     s = oauth_settings(env, KOMMO_REFRESH_TOKEN="refresh-from-env")
     async with process(s, redis, pool, kommo) as one, process(s, redis, pool, kommo) as two:
         async with asyncio.timeout(10):
-            await asyncio.gather(one.account(priority=W), two.account(priority=W),
-                                 one.account(priority=W), two.account(priority=W))
+            await asyncio.gather(
+                one.account(priority=W),
+                two.account(priority=W),
+                one.account(priority=W),
+                two.account(priority=W),
+            )
     assert len(kommo.token_calls) == 1 and kommo.revoked == 0
     assert kommo.token_calls[0]["refresh_token"] == "refresh-1"  # the stored one, not the env's
     assert kommo.api_calls == ["access-2"] * 4
@@ -150,7 +188,10 @@ async def test_first_run_exchanges_the_auth_code_once(
     assert [c["grant_type"] for c in kommo.token_calls] == ["authorization_code"]
     call = kommo.token_calls[0]
     assert (call["code"], call["client_id"], call["redirect_uri"]) == (
-        "auth-code-1", "client-id", "https://sync.example.com/oauth")
+        "auth-code-1",
+        "client-id",
+        "https://sync.example.com/oauth",
+    )
     assert (await stored(pool))[:2] == ("access-2", "refresh-2")
 
 
@@ -158,8 +199,9 @@ async def test_first_run_uses_the_configured_refresh_token(
     env: dict[str, str], redis: Redis, pool: asyncpg.Pool
 ) -> None:
     kommo = OAuthKommo(pool, refresh={"refresh-from-env"}, access=set())
-    async with process(oauth_settings(env, KOMMO_REFRESH_TOKEN="refresh-from-env"),
-                       redis, pool, kommo) as client:
+    async with process(
+        oauth_settings(env, KOMMO_REFRESH_TOKEN="refresh-from-env"), redis, pool, kommo
+    ) as client:
         assert (await client.account(priority=W))["subdomain"] == "examplecorp"
     assert kommo.token_calls[0]["refresh_token"] == "refresh-from-env"
     assert (await stored(pool))[:2] == ("access-2", "refresh-2")
@@ -195,8 +237,12 @@ async def test_a_second_401_after_refreshing_is_an_auth_error(
         kommo.access = set()  # every new access token is rejected, too
         return response
 
-    async with kommo_client(oauth_settings(env, KOMMO_REFRESH_TOKEN="x"), redis, pool,
-                            transport=httpx.MockTransport(always_401)) as client:
+    async with kommo_client(
+        oauth_settings(env, KOMMO_REFRESH_TOKEN="x"),
+        redis,
+        pool,
+        transport=httpx.MockTransport(always_401),
+    ) as client:
         with pytest.raises(KommoAuthError):
             await client.account(priority=W)
     assert len(kommo.token_calls) == 1 and len(kommo.api_calls) == 2

@@ -19,14 +19,32 @@ def test_access_log_hides_webhook_secret_and_tokens() -> None:
     redact_access_log()
     redact_access_log()  # idempotent
     assert len(logging.getLogger("uvicorn.access").filters) == 2
-    line = _render("uvicorn.access", '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST",
-                   "/webhooks/kommo/" + "x" * 40, "1.1", 200)
+    line = _render(
+        "uvicorn.access",
+        '%s - "%s %s HTTP/%s" %d',
+        "127.0.0.1:5000",
+        "POST",
+        "/webhooks/kommo/" + "x" * 40,
+        "1.1",
+        200,
+    )
     assert "x" * 40 not in line and "/webhooks/kommo/***" in line
-    line = _render("uvicorn.access", '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET",
-                   "/api/leads?changed_after=3&token=sekrit-token&limit=5", "1.1", 200)
+    line = _render(
+        "uvicorn.access",
+        '%s - "%s %s HTTP/%s" %d',
+        "127.0.0.1:5000",
+        "GET",
+        "/api/leads?changed_after=3&token=sekrit-token&limit=5",
+        "1.1",
+        200,
+    )
     assert "sekrit" not in line and "token=***&limit=5" in line
-    line = _render("uvicorn.error", '%s - "WebSocket %s" [accepted]', "127.0.0.1:5000",
-                   "/ws?token=sekrit-token")
+    line = _render(
+        "uvicorn.error",
+        '%s - "WebSocket %s" [accepted]',
+        "127.0.0.1:5000",
+        "/ws?token=sekrit-token",
+    )
     assert "sekrit" not in line and "/ws?token=***" in line
 
 

@@ -35,15 +35,18 @@ async def write(
 ) -> list[LeadChange]:
     async with pool.acquire() as conn, conn.transaction():
         await leadview.lock_account(conn, ACCOUNT)
-        lead_rows = await entities.upsert(conn, ACCOUNT, LEADS, parse.records(LEADS, leads),
-                                          restored=restored)
+        lead_rows = await entities.upsert(
+            conn, ACCOUNT, LEADS, parse.records(LEADS, leads), restored=restored
+        )
         await links.replace_all(conn, ACCOUNT, LEADS, lead_rows, "PE")
-        contact_rows = await entities.upsert(conn, ACCOUNT, CONTACTS,
-                                             parse.records(CONTACTS, contacts))
+        contact_rows = await entities.upsert(
+            conn, ACCOUNT, CONTACTS, parse.records(CONTACTS, contacts)
+        )
         await links.replace_all(conn, ACCOUNT, CONTACTS, contact_rows, "PE")
         touched = {r.id for r in lead_rows}
-        touched |= set(await leadview.leads_showing(conn, ACCOUNT, CONTACTS,
-                                                    [r.id for r in contact_rows]))
+        touched |= set(
+            await leadview.leads_showing(conn, ACCOUNT, CONTACTS, [r.id for r in contact_rows])
+        )
         return await leadview.refresh_leads(conn, ACCOUNT, touched, "reconcile")
 
 
@@ -56,8 +59,12 @@ async def test_lead_with_contact_is_shown_completely(pool: asyncpg.Pool) -> None
     shown = second[0].lead
     assert shown["tags"] == [{"id": 482205, "name": "website"}]
     assert shown["contacts"] == [
-        {"id": 35000501, "is_main": True, "name": "Jane Doe",
-         "phones": ["15550001111", "15550002222"]}
+        {
+            "id": 35000501,
+            "is_main": True,
+            "name": "Jane Doe",
+            "phones": ["15550001111", "15550002222"],
+        }
     ]
     assert shown["updated_at"] == "2025-05-26T14:13:32Z" and shown["closed_at"] is None
     assert second[0].version > first[0].version
@@ -134,8 +141,10 @@ async def test_phones_are_stored_raw_and_normalised(pool: asyncpg.Pool) -> None:
         rows = await conn.fetch(
             "SELECT raw, normalized, enum_code FROM contact_phones ORDER BY position"
         )
-    assert [tuple(r) for r in rows] == [("987 654 321", "51987654321", "MOB"),
-                                        ("not a phone", None, "WORK")]
+    assert [tuple(r) for r in rows] == [
+        ("987 654 321", "51987654321", "MOB"),
+        ("not a phone", None, "WORK"),
+    ]
 
 
 async def test_versions_strictly_increase(pool: asyncpg.Pool) -> None:

@@ -12,15 +12,20 @@ SIM_TOKEN = "sim-token-subscription"
 @pytest.fixture
 def sim_settings(env: dict[str, str]) -> Settings:
     return Settings.from_env(
-        {**env, "KOMMO_BASE_URL": "http://kommo.test", "KOMMO_TOKEN": SIM_TOKEN,
-         "PUBLIC_URL": "https://sync.example.com/"},
+        {
+            **env,
+            "KOMMO_BASE_URL": "http://kommo.test",
+            "KOMMO_TOKEN": SIM_TOKEN,
+            "PUBLIC_URL": "https://sync.example.com/",
+        },
         Needs.DATABASE | Needs.REDIS | Needs.KOMMO,
     )
 
 
 async def test_install_check_and_heal(sim_settings: Settings) -> None:
-    sim = Simulator(SimConfig(leads=5, contacts=5, token=SIM_TOKEN,
-                              rate_limit=RateLimitConfig(rate=0)))
+    sim = Simulator(
+        SimConfig(leads=5, contacts=5, token=SIM_TOKEN, rate_limit=RateLimitConfig(rate=0))
+    )
     url = subscription.destination(sim_settings)
     assert url.startswith("https://sync.example.com/webhooks/kommo/")
     transport = httpx.ASGITransport(app=sim.app)

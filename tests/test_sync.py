@@ -28,8 +28,11 @@ from tests.mirror import differences
 
 @pytest.fixture
 def sim() -> Simulator:
-    return Simulator(SimConfig(seed=7, leads=2000, contacts=1000, token=SIM_TOKEN,
-                               rate_limit=RateLimitConfig(rate=0)))
+    return Simulator(
+        SimConfig(
+            seed=7, leads=2000, contacts=1000, token=SIM_TOKEN, rate_limit=RateLimitConfig(rate=0)
+        )
+    )
 
 
 @pytest.fixture
@@ -93,12 +96,16 @@ async def test_one_message_per_real_change_and_none_for_rereads(
     await engine.reconciler.tick(0)
     await engine.reconciler.tick(1)  # a re-read of the same rows: nothing new to say
     messages = []
-    while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)):
+    while m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2):
         messages.append(json.loads(m["data"]))
     await pubsub.aclose()
     assert sorted(m["data"]["lead"]["id"] for m in messages) == ids
-    assert all(m["event"] == "lead_update" and m["data"]["source"] == "reconcile"
-               and m["data"]["action"] == "updated" for m in messages)
+    assert all(
+        m["event"] == "lead_update"
+        and m["data"]["source"] == "reconcile"
+        and m["data"]["action"] == "updated"
+        for m in messages
+    )
     versions = [m["data"]["version"] for m in messages]
     assert versions == sorted(versions) and len(set(versions)) == 3
 
@@ -106,8 +113,16 @@ async def test_one_message_per_real_change_and_none_for_rereads(
 async def test_same_second_changes_are_not_skipped(
     kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis
 ) -> None:
-    sim = Simulator(SimConfig(seed=3, leads=20, contacts=10, token=SIM_TOKEN, clock_speed=0,
-                              rate_limit=RateLimitConfig(rate=0)))
+    sim = Simulator(
+        SimConfig(
+            seed=3,
+            leads=20,
+            contacts=10,
+            token=SIM_TOKEN,
+            clock_speed=0,
+            rate_limit=RateLimitConfig(rate=0),
+        )
+    )
     await run_worker_burst(kommo_settings, sim)
     transport = httpx.ASGITransport(app=sim.app)
     async with open_sync_resources(kommo_settings, kommo_transport=transport) as res:
@@ -120,7 +135,8 @@ async def test_same_second_changes_are_not_skipped(
     assert await differences(pool, sim) == []
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT name FROM leads WHERE id = $1", lead_id) == (
-            "second edit, same second")
+            "second edit, same second"
+        )
 
 
 async def test_two_workers_run_each_tick_once(
@@ -163,7 +179,8 @@ async def test_a_quiet_stream_reads_past_its_cursor_and_still_sees_changes(
     async with pool.acquire() as conn:  # the cursors have stood still for two minutes
         await conn.execute(
             "UPDATE sync_cursors SET state = state || '{\"moved_at\": 1}'::jsonb"
-            " WHERE name IN ('leads', 'contacts', 'events')")
+            " WHERE name IN ('leads', 'contacts', 'events')"
+        )
     sim.counters.clear()
     await engine.reconciler.tick(1)
     assert sim.counters[("GET /api/v4/leads", 204)] == 1
@@ -196,8 +213,16 @@ class ChangesDuringScan(httpx.ASGITransport):
 async def test_a_scan_loses_no_row_when_pages_drift(
     kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis
 ) -> None:
-    sim = Simulator(SimConfig(seed=8, leads=600, contacts=50, token=SIM_TOKEN, clock_speed=0,
-                              rate_limit=RateLimitConfig(rate=0)))
+    sim = Simulator(
+        SimConfig(
+            seed=8,
+            leads=600,
+            contacts=50,
+            token=SIM_TOKEN,
+            clock_speed=0,
+            rate_limit=RateLimitConfig(rate=0),
+        )
+    )
     await run_worker_burst(kommo_settings, sim)
     ids = sorted(sim.leads)
     for i, lead_id in enumerate(ids):  # 600 changes, one a second: a three-page scan
@@ -232,10 +257,20 @@ async def test_the_id_sweep_finds_what_events_and_webhooks_missed(
 async def test_faulty_kommo_loses_nothing(
     kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis
 ) -> None:
-    sim = Simulator(SimConfig(seed=21, leads=600, contacts=300, token=SIM_TOKEN,
-                              rate_limit=RateLimitConfig(rate=0)))
-    sim.faults.update(sim.clock, error_rate=0.2, error_status=502, lag_seconds=2,
-                      lag_probability=0.5, html_429=True, storm_seconds=1.5)
+    sim = Simulator(
+        SimConfig(
+            seed=21, leads=600, contacts=300, token=SIM_TOKEN, rate_limit=RateLimitConfig(rate=0)
+        )
+    )
+    sim.faults.update(
+        sim.clock,
+        error_rate=0.2,
+        error_status=502,
+        lag_seconds=2,
+        lag_probability=0.5,
+        html_429=True,
+        storm_seconds=1.5,
+    )
     transport = httpx.ASGITransport(app=sim.app)
     async with open_sync_resources(kommo_settings, kommo_transport=transport) as res:
         mirror = Mirror(res, sim.config.account_id)

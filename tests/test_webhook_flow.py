@@ -32,8 +32,7 @@ def kommo_settings(env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-async def web(kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis) -> AsyncIterator[
-        ASGIApp]:
+async def web(kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis) -> AsyncIterator[ASGIApp]:
     async with lifespan(create_app(kommo_settings)) as app:
         yield app
 
@@ -57,8 +56,9 @@ def hook_path(settings: Settings) -> str:
 
 
 async def post(app: ASGIApp, body: bytes, settings: Settings) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://sync.test") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sync.test"
+    ) as client:
         return await client.post(hook_path(settings), content=body, headers=FORM)
 
 
@@ -106,8 +106,11 @@ SCENARIOS: dict[str, tuple[str | None, set[int], set[str]]] = {
 async def test_each_fixture_body_mirrors_its_ids(
     name: str, kommo_settings: Settings, web: ASGIApp, pool: asyncpg.Pool, redis: Redis
 ) -> None:
-    sim = Simulator(SimConfig(seed=1, leads=120, contacts=520, token=SIM_TOKEN,
-                              rate_limit=RateLimitConfig(rate=0)))
+    sim = Simulator(
+        SimConfig(
+            seed=1, leads=120, contacts=520, token=SIM_TOKEN, rate_limit=RateLimitConfig(rate=0)
+        )
+    )
     await mark_backfilled(pool, sim.config.account_id)
     _, lead_ids, actions = SCENARIOS[name]
     async with Messages(redis, kommo_settings) as messages:
@@ -132,8 +135,11 @@ async def test_each_fixture_body_mirrors_its_ids(
 async def test_delete_and_restore_bodies(
     kommo_settings: Settings, web: ASGIApp, pool: asyncpg.Pool, redis: Redis
 ) -> None:
-    sim = Simulator(SimConfig(seed=1, leads=120, contacts=520, token=SIM_TOKEN,
-                              rate_limit=RateLimitConfig(rate=0)))
+    sim = Simulator(
+        SimConfig(
+            seed=1, leads=120, contacts=520, token=SIM_TOKEN, rate_limit=RateLimitConfig(rate=0)
+        )
+    )
     await mark_backfilled(pool, sim.config.account_id)
     async with Messages(redis, kommo_settings) as messages:
         assert (await post(web, body("lead_add"), kommo_settings)).status_code == 200
@@ -162,12 +168,12 @@ async def test_duplicated_delayed_and_reordered_webhooks_converge(
     kommo_settings: Settings, web: ASGIApp, pool: asyncpg.Pool, redis: Redis
 ) -> None:
     sim = Simulator(
-        SimConfig(seed=5, leads=150, contacts=80, token=SIM_TOKEN,
-                  rate_limit=RateLimitConfig(rate=0)),
+        SimConfig(
+            seed=5, leads=150, contacts=80, token=SIM_TOKEN, rate_limit=RateLimitConfig(rate=0)
+        ),
         webhook_transport=httpx.ASGITransport(app=web),
     )
-    sim.webhooks.subscribe(f"http://sync.test{hook_path(kommo_settings)}",
-                           list(_all_settings()))
+    sim.webhooks.subscribe(f"http://sync.test{hook_path(kommo_settings)}", list(_all_settings()))
     await drain_backfill_via_webhooks_free_start(kommo_settings, sim, pool)
     sim.faults.update(sim.clock, webhook_duplicate=0.3, webhook_delay=0.3, webhook_delay_max=2.0)
     rng = random.Random(99)

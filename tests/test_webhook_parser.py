@@ -19,6 +19,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kommo" / "webhooks"
 if not FIXTURES.is_dir():  # the checkout's own copy, when the shared folder is not mounted
     FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 
+
 # fixture name -> what it must queue (account 31000001 / examplecorp in all of them)
 def flat(**fields: Any) -> Hints:
     """Hints from the flat names of the queues (lead_changes=…, contact_deletes=…)."""
@@ -169,9 +170,9 @@ def test_unusual_but_valid_forms() -> None:
     # non-ASCII, percent-encoded or raw UTF-8
     raw = "leads[add][0][id]=1&leads[add][0][name]=Señor ☃".encode()
     assert parse_webhook(raw).changes["leads"] == {1: 0}
-    assert parse_webhook(
-        body(("leads[add][0][id]", 1), ("leads[add][0][name]", "Ж😀"))
-    ).changes["leads"]
+    assert parse_webhook(body(("leads[add][0][id]", 1), ("leads[add][0][name]", "Ж😀"))).changes[
+        "leads"
+    ]
 
 
 @pytest.mark.parametrize(

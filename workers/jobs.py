@@ -61,8 +61,7 @@ async def job_edge(w: Worker, job: str) -> AsyncIterator[None]:
         await status.record_error(w.res.redis, w.res.keys, job, str(exc))
     except (asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, OSError) as exc:
         JOBS.labels(job, "unavailable").inc()
-        log.warning("%s interrupted (%s: %s); its work stays queued", job,
-                    type(exc).__name__, exc)
+        log.warning("%s interrupted (%s: %s); its work stays queued", job, type(exc).__name__, exc)
         with contextlib.suppress(RedisError, OSError):
             await status.record_error(w.res.redis, w.res.keys, job, type(exc).__name__)
     else:
@@ -73,8 +72,11 @@ async def stop_syncing(res: SyncResources, reason: str) -> None:
     first = await res.redis.set(res.keys.stopped, reason, nx=True)
     await status.record_error(res.redis, res.keys, "credential", reason)
     if first:
-        log.error("KOMMO REFUSED OUR CREDENTIAL: %s. Syncing is stopped; fix KOMMO_TOKEN (or "
-                  "the OAuth settings) and restart the workers.", reason)
+        log.error(
+            "KOMMO REFUSED OUR CREDENTIAL: %s. Syncing is stopped; fix KOMMO_TOKEN (or "
+            "the OAuth settings) and restart the workers.",
+            reason,
+        )
 
 
 async def stopped(res: SyncResources) -> bool:
@@ -110,8 +112,11 @@ async def ensure_backfill(res: SyncResources) -> None:
     """Queue the backfill unless one is running (a crashed one's lock expires and it resumes)."""
     if await res.redis.exists(res.keys.backfill_lock):
         return
-    await res.arq.enqueue_job("backfill", _queue_name=res.keys.queue,
-                              _job_id=res.keys.job_id("backfill", str(int(time.time() // 60))))
+    await res.arq.enqueue_job(
+        "backfill",
+        _queue_name=res.keys.queue,
+        _job_id=res.keys.job_id("backfill", str(int(time.time() // 60))),
+    )
 
 
 async def backfill(ctx: dict[str, Any], restart: bool = False) -> bool:

@@ -59,11 +59,25 @@ def worker_options(
             func(jobs.backfill, keep_result=0, timeout=24 * 3600, max_tries=1000),
         ],
         "cron_jobs": [
-            cron(jobs.reconcile_tick, name=keys.cron_name("cron:reconcile_tick"),
-                 second=set(range(60)), keep_result=0, unique=True, timeout=600, max_tries=1),
-            cron(jobs.check_webhook, name=keys.cron_name("cron:check_webhook"),
-                 minute=set(range(0, 60, 5)), second=30, keep_result=0, unique=True, timeout=60,
-                 max_tries=1),
+            cron(
+                jobs.reconcile_tick,
+                name=keys.cron_name("cron:reconcile_tick"),
+                second=set(range(60)),
+                keep_result=0,
+                unique=True,
+                timeout=600,
+                max_tries=1,
+            ),
+            cron(
+                jobs.check_webhook,
+                name=keys.cron_name("cron:check_webhook"),
+                minute=set(range(0, 60, 5)),
+                second=30,
+                keep_result=0,
+                unique=True,
+                timeout=60,
+                max_tries=1,
+            ),
         ],
         "redis_settings": RedisSettings.from_dsn(settings.redis_dsn),
         "queue_name": keys.queue,
@@ -115,8 +129,12 @@ async def serve(settings: Settings, *, burst: bool = False) -> int:
                 raise
             return 0  # SIGINT/SIGTERM: arq cancelled its main task and finishes in close()
         except (RedisError, OSError) as exc:
-            log.error("worker lost Redis (%s: %s); starting again in %.0fs",
-                      type(exc).__name__, exc, delay)
+            log.error(
+                "worker lost Redis (%s: %s); starting again in %.0fs",
+                type(exc).__name__,
+                exc,
+                delay,
+            )
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await worker.close()

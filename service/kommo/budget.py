@@ -80,7 +80,9 @@ end
 
 # KEYS: calls, state, breaker, waiting:0, waiting:1, waiting:2
 # ARGV: now, priority, capacity, slow capacity, window, member, max sleep, history, pacing
-_ACQUIRE = Script(_NOW + """
+_ACQUIRE = Script(
+    _NOW
+    + """
 local prio, cap, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local history = tonumber(ARGV[8])
 local b = redis.call('GET', KEYS[3])
@@ -129,10 +131,13 @@ local nap = math.min(wait, tonumber(ARGV[7]))
 redis.call('ZADD', mine, fmt(now + nap + 1), ARGV[6])
 redis.call('PEXPIRE', mine, math.ceil((nap + 2) * 1000))
 return {1, fmt(wait)}
-""")
+"""
+)
 
 # KEYS: state. ARGV: now, retry_after, slow seconds
-_PENALIZE = Script(_NOW + """
+_PENALIZE = Script(
+    _NOW
+    + """
 local pen = math.max(now + tonumber(ARGV[2]),
                      tonumber(redis.call('HGET', KEYS[1], 'penalty_until') or '0'))
 local slow = math.max(pen + tonumber(ARGV[3]),
@@ -140,10 +145,13 @@ local slow = math.max(pen + tonumber(ARGV[3]),
 redis.call('HSET', KEYS[1], 'penalty_until', fmt(pen), 'slow_until', fmt(slow))
 redis.call('PEXPIRE', KEYS[1], math.ceil((slow - now) * 1000) + 1000)
 return fmt(pen)
-""")
+"""
+)
 
 # KEYS: breaker. ARGV: now, seconds, reason. An open breaker keeps its trip time, extends `until`.
-_TRIP = Script(_NOW + """
+_TRIP = Script(
+    _NOW
+    + """
 local info = {reason = ARGV[3], tripped_at = now, ['until'] = now + tonumber(ARGV[2])}
 local old = redis.call('GET', KEYS[1])
 if old then
@@ -157,15 +165,19 @@ end
 local text = cjson.encode(info)
 redis.call('SET', KEYS[1], text, 'PX', math.ceil((info['until'] - now) * 1000) + 1000)
 return text
-""")
+"""
+)
 
 # KEYS: breaker, calls. ARGV: now
-_STATUS = Script(_NOW + """
+_STATUS = Script(
+    _NOW
+    + """
 local b = redis.call('GET', KEYS[1])
 if b and tonumber(cjson.decode(b)['until']) <= now then b = false end
 return {b or '', redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now - 1), '+inf'),
         redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now - 60), '+inf')}
-""")
+"""
+)
 
 
 class RateBudget:
@@ -210,9 +222,20 @@ class RateBudget:
         registered = False
         try:
             while True:
-                status, value = await _ACQUIRE(self._redis, keys=keys,
-                    args=[self._now(), int(priority), self.capacity, self.slow_capacity,
-                          self.window, member, self.max_sleep, self._history, PACING],
+                status, value = await _ACQUIRE(
+                    self._redis,
+                    keys=keys,
+                    args=[
+                        self._now(),
+                        int(priority),
+                        self.capacity,
+                        self.slow_capacity,
+                        self.window,
+                        member,
+                        self.max_sleep,
+                        self._history,
+                        PACING,
+                    ],
                 )
                 if int(status) == 0:
                     registered = False  # the script removed our waiting marker

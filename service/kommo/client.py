@@ -62,49 +62,80 @@ class KommoClient:
             yield
 
     # --- entities ---------------------------------------------------------------------------
-    async def by_ids(self, kind: EntityKind, ids: Iterable[int], *, priority: Priority,
-                     with_: Sequence[str] | None = None) -> list[Record]:
+    async def by_ids(
+        self,
+        kind: EntityKind,
+        ids: Iterable[int],
+        *,
+        priority: Priority,
+        with_: Sequence[str] | None = None,
+    ) -> list[Record]:
         """The entities with these ids that Kommo returns (a deleted or unknown id is absent),
         ``filter[id][]`` up to 250 at a time."""
         return parse.records(kind, await self._by_ids(kind, ids, priority, with_))
 
-    async def leads_of_contacts(self, kind: EntityKind, ids: Iterable[int], *,
-                                priority: Priority) -> tuple[list[Record], set[int]]:
+    async def leads_of_contacts(
+        self, kind: EntityKind, ids: Iterable[int], *, priority: Priority
+    ) -> tuple[list[Record], set[int]]:
         """Contacts (or another kind linking leads) read ``with=leads``: their records and the
         ids of the leads they are linked to."""
         found = await self._by_ids(kind, ids, priority, (*kind.fetch_with, "leads"))
         return parse.records(kind, found), {i for o in found for i in parse.linked_ids(o, "leads")}
 
-    async def changed_since(self, kind: EntityKind, start: int, page: int = 1, *,
-                            priority: Priority) -> Page:
+    async def changed_since(
+        self, kind: EntityKind, start: int, page: int = 1, *, priority: Priority
+    ) -> Page:
         """A page of everything updated at or after ``start`` (Unix s), ascending."""
-        params: dict[str, Any] = {"filter[updated_at][from]": start, "order[updated_at]": "asc",
-                                  "limit": CHUNK, "page": page, **self._with(kind.fetch_with)}
+        params: dict[str, Any] = {
+            "filter[updated_at][from]": start,
+            "order[updated_at]": "asc",
+            "limit": CHUNK,
+            "page": page,
+            **self._with(kind.fetch_with),
+        }
         return await self._page(kind, params, priority)
 
-    async def in_id_order(self, kind: EntityKind, page: int, *, priority: Priority,
-                          with_: Sequence[str] | None = None) -> Page:
+    async def in_id_order(
+        self, kind: EntityKind, page: int, *, priority: Priority, with_: Sequence[str] | None = None
+    ) -> Page:
         """Page ``page`` of every entity, ascending by id (backfill, id sweep)."""
-        params: dict[str, Any] = {"order[id]": "asc", "limit": CHUNK, "page": page,
-                                  **self._with(kind.fetch_with if with_ is None else with_)}
+        params: dict[str, Any] = {
+            "order[id]": "asc",
+            "limit": CHUNK,
+            "page": page,
+            **self._with(kind.fetch_with if with_ is None else with_),
+        }
         return await self._page(kind, params, priority)
 
     async def has_page(self, kind: EntityKind, page: int, *, priority: Priority) -> bool:
         """Whether the id-ordered list has a page ``page`` (lists carry no total)."""
-        data = await self.get(f"/api/v4/{kind.name}",
-                              {"limit": CHUNK, "page": page, "order[id]": "asc"},
-                              priority=priority)
+        data = await self.get(
+            f"/api/v4/{kind.name}",
+            {"limit": CHUNK, "page": page, "order[id]": "asc"},
+            priority=priority,
+        )
         return data is not None and bool(parse.embedded(data, kind.name))
 
-    async def events_since(self, types: Sequence[str], created_from: int,
-                           created_to: int | None = None, *, priority: Priority) -> list[Event]:
+    async def events_since(
+        self,
+        types: Sequence[str],
+        created_from: int,
+        created_to: int | None = None,
+        *,
+        priority: Priority,
+    ) -> list[Event]:
         """Events of these types created at or after ``created_from``, every page."""
-        params: dict[str, Any] = {"filter[type][]": list(types), "limit": EVENTS_PAGE,
-                                  "filter[created_at][from]": created_from}
+        params: dict[str, Any] = {
+            "filter[type][]": list(types),
+            "limit": EVENTS_PAGE,
+            "filter[created_at][from]": created_from,
+        }
         if created_to is not None:
             params["filter[created_at][to]"] = created_to
-        return [parse.event(e) for e in await self._collect("/api/v4/events", params, "events",
-                                                            priority)]
+        return [
+            parse.event(e)
+            for e in await self._collect("/api/v4/events", params, "events", priority)
+        ]
 
     # --- dictionaries -----------------------------------------------------------------------
     async def pipelines(self, *, priority: Priority) -> list[Pipeline]:
@@ -119,8 +150,7 @@ class KommoClient:
 
     async def tags(self, kind: EntityKind, *, priority: Priority) -> list[TagRef]:
         """The tag dictionary of one entity kind (dictionaries are per kind)."""
-        found = await self._collect(f"/api/v4/{kind.name}/tags", {"limit": CHUNK}, "tags",
-                                    priority)
+        found = await self._collect(f"/api/v4/{kind.name}/tags", {"limit": CHUNK}, "tags", priority)
         return [parse.tag(t) for t in found]
 
     async def account(self, *, priority: Priority, with_: Sequence[str] = ()) -> JSON:
@@ -131,11 +161,13 @@ class KommoClient:
 
     # --- webhook subscriptions --------------------------------------------------------------
     async def list_webhooks(self, *, priority: Priority) -> list[JSON]:
-        return parse.embedded(await self.get("/api/v4/webhooks", priority=priority) or {},
-                              "webhooks")
+        return parse.embedded(
+            await self.get("/api/v4/webhooks", priority=priority) or {}, "webhooks"
+        )
 
-    async def subscribe_webhook(self, destination: str, settings_list: Sequence[str], *,
-                                priority: Priority, sort: int = 10) -> JSON:
+    async def subscribe_webhook(
+        self, destination: str, settings_list: Sequence[str], *, priority: Priority, sort: int = 10
+    ) -> JSON:
         body = {"destination": destination, "settings": list(settings_list), "sort": sort}
         return await self.wire.call("POST", "/api/v4/webhooks", priority, json=body) or {}
 
@@ -144,8 +176,9 @@ class KommoClient:
         await self.wire.call("DELETE", "/api/v4/webhooks", priority, json=body)
 
     # --- the wire ---------------------------------------------------------------------------
-    async def get(self, path: str, params: Params | None = None, *,
-                  priority: Priority) -> JSON | None:
+    async def get(
+        self, path: str, params: Params | None = None, *, priority: Priority
+    ) -> JSON | None:
         """GET a JSON object; ``None`` on 204."""
         return await self.wire.call("GET", path, priority, params=params)
 
@@ -160,8 +193,9 @@ class KommoClient:
         items = parse.embedded(data, kind.name)
         return Page(parse.records(kind, items), bool(items) and _next(data) is not None)
 
-    async def _pages(self, path: str, params: Params | None, key: str,
-                     priority: Priority) -> AsyncIterator[list[JSON]]:
+    async def _pages(
+        self, path: str, params: Params | None, key: str, priority: Priority
+    ) -> AsyncIterator[list[JSON]]:
         """Each page's ``_embedded[key]``; follows ``_links.next`` until absent or 204."""
         query: Params | None = params
         while True:
@@ -176,20 +210,26 @@ class KommoClient:
                 return
             query = httpx.QueryParams(urlsplit(href).query)  # their query, our base URL
 
-    async def _collect(self, path: str, params: Params | None, key: str,
-                       priority: Priority) -> list[JSON]:
+    async def _collect(
+        self, path: str, params: Params | None, key: str, priority: Priority
+    ) -> list[JSON]:
         return [item async for page in self._pages(path, params, key, priority) for item in page]
 
-    async def _by_ids(self, kind: EntityKind, ids: Iterable[int], priority: Priority,
-                      with_: Sequence[str] | None) -> list[JSON]:
+    async def _by_ids(
+        self, kind: EntityKind, ids: Iterable[int], priority: Priority, with_: Sequence[str] | None
+    ) -> list[JSON]:
         unique = sorted(set(ids))
         found: list[JSON] = []
         extra = self._with(kind.fetch_with if with_ is None else with_)
         for i in range(0, len(unique), CHUNK):
-            params: dict[str, Any] = {"filter[id][]": unique[i:i + CHUNK], "limit": CHUNK,
-                                      **extra}
+            params: dict[str, Any] = {
+                "filter[id][]": unique[i : i + CHUNK],
+                "limit": CHUNK,
+                **extra,
+            }
             found += await self._collect(f"/api/v4/{kind.name}", params, kind.name, priority)
         return found
+
 
 def _next(data: JSON) -> str | None:
     href = ((data.get("_links") or {}).get("next") or {}).get("href")

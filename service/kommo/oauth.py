@@ -86,7 +86,10 @@ class OAuthTokens:
                        ON CONFLICT (base_url) DO UPDATE SET access_token = EXCLUDED.access_token,
                            refresh_token = EXCLUDED.refresh_token,
                            expires_at = EXCLUDED.expires_at, updated_at = now()""",
-                    self._base, access, refresh, datetime.fromtimestamp(expires_at, UTC),
+                    self._base,
+                    access,
+                    refresh,
+                    datetime.fromtimestamp(expires_at, UTC),
                 )
         # committed: only now may the new pair be used
         self._access, self._expires_at = access, expires_at
@@ -94,8 +97,11 @@ class OAuthTokens:
 
     async def _grant(self, row: asyncpg.Record | None) -> tuple[str, str, float]:
         o = self._oauth
-        body: dict[str, str] = {"client_id": o.client_id, "client_secret": o.client_secret.value,
-                                "redirect_uri": o.redirect_uri}
+        body: dict[str, str] = {
+            "client_id": o.client_id,
+            "client_secret": o.client_secret.value,
+            "redirect_uri": o.redirect_uri,
+        }
         if row is not None:
             body |= {"grant_type": "refresh_token", "refresh_token": str(row["refresh_token"])}
             what = "refresh of the stored OAuth token"
@@ -114,8 +120,9 @@ class OAuthTokens:
         if resp.status_code == 429:
             raise KommoRateLimited(f"Kommo OAuth {what}: HTTP 429", retry_after=5.0)
         if resp.status_code >= 500:
-            raise KommoUnavailable(f"Kommo OAuth {what}: HTTP {resp.status_code}",
-                                   status=resp.status_code)
+            raise KommoUnavailable(
+                f"Kommo OAuth {what}: HTTP {resp.status_code}", status=resp.status_code
+            )
         data = json_body(resp)
         if resp.status_code >= 400:
             hint = str(data.get("hint") or data.get("title") or "refused")[:120]
@@ -127,8 +134,10 @@ class OAuthTokens:
             log.error("%s", self._refused)
             raise self._refused
         try:
-            return (str(data["access_token"]), str(data["refresh_token"]),
-                    self._clock() + float(data["expires_in"]))
+            return (
+                str(data["access_token"]),
+                str(data["refresh_token"]),
+                self._clock() + float(data["expires_in"]),
+            )
         except (KeyError, TypeError, ValueError):
             raise KommoUnavailable(f"Kommo OAuth {what}: malformed token response") from None
-

@@ -49,7 +49,8 @@ def record(kind: EntityKind, obj: JSON) -> Record:
     for link in kind.links:
         if link.needs_with is None or link.embedded in (obj.get("_embedded") or {}):
             links[link.embedded] = tuple(
-                (int(x["id"]), bool(x.get("is_main"))) for x in embedded(obj, link.embedded))
+                (int(x["id"]), bool(x.get("is_main"))) for x in embedded(obj, link.embedded)
+            )
     return Record(
         kind=kind,
         id=int(obj["id"]),
@@ -95,23 +96,47 @@ def event(obj: JSON) -> Event:
         target = (value.get("link") or {}).get("entity") or {} if isinstance(value, dict) else {}
         if target.get("type") and target.get("id") is not None:
             linked.append((str(target["type"]), int(target["id"])))
-    return Event(str(obj["id"]), str(obj["type"]), str(obj.get("entity_type")),
-                 int(obj["entity_id"]), int(obj["created_at"]), tuple(linked))
+    return Event(
+        str(obj["id"]),
+        str(obj["type"]),
+        str(obj.get("entity_type")),
+        int(obj["entity_id"]),
+        int(obj["created_at"]),
+        tuple(linked),
+    )
 
 
 def pipeline(obj: JSON) -> Pipeline:
     pid = int(obj["id"])
     statuses = tuple(
-        Status(pid, int(s["id"]), str(s.get("name") or ""), int(s.get("sort") or 0),
-               s.get("color"), int(s.get("type") or 0), bool(s.get("is_editable", True)),
-               json.dumps(strip_links(s)))
-        for s in embedded(obj, "statuses"))
-    return Pipeline(pid, str(obj.get("name") or ""), int(obj.get("sort") or 0),
-                    bool(obj.get("is_main")), bool(obj.get("is_archive")),
-                    json.dumps(strip_links(obj)), statuses)
+        Status(
+            pid,
+            int(s["id"]),
+            str(s.get("name") or ""),
+            int(s.get("sort") or 0),
+            s.get("color"),
+            int(s.get("type") or 0),
+            bool(s.get("is_editable", True)),
+            json.dumps(strip_links(s)),
+        )
+        for s in embedded(obj, "statuses")
+    )
+    return Pipeline(
+        pid,
+        str(obj.get("name") or ""),
+        int(obj.get("sort") or 0),
+        bool(obj.get("is_main")),
+        bool(obj.get("is_archive")),
+        json.dumps(strip_links(obj)),
+        statuses,
+    )
 
 
 def user(obj: JSON) -> User:
-    return User(int(obj["id"]), str(obj.get("name") or ""), obj.get("email"),
-                bool((obj.get("rights") or {}).get("is_active", True)),
-                json.dumps(strip_links(obj)))
+    return User(
+        int(obj["id"]),
+        str(obj.get("name") or ""),
+        obj.get("email"),
+        bool((obj.get("rights") or {}).get("is_active", True)),
+        json.dumps(strip_links(obj)),
+    )

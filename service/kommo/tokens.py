@@ -26,5 +26,6 @@ class StaticToken:
         return self._token
 
     async def refresh(self, rejected: str) -> str:
-        raise KommoAuthError("Kommo rejected KOMMO_TOKEN (HTTP 401): expired or revoked",
-                             status=401)
+        raise KommoAuthError(
+            "Kommo rejected KOMMO_TOKEN (HTTP 401): expired or revoked", status=401
+        )

@@ -47,8 +47,9 @@ from service.kommo.tokens import TokenSource
 
 log = logging.getLogger(__name__)
 
-CALLS = Counter("kommo_calls_total", "Kommo API calls by endpoint and status",
-                ["endpoint", "status"])
+CALLS = Counter(
+    "kommo_calls_total", "Kommo API calls by endpoint and status", ["endpoint", "status"]
+)
 RATE_LIMITED = Counter("kommo_429_total", "Kommo API answers with HTTP 429")
 
 Scalar = str | int | float | bool | None
@@ -89,8 +90,15 @@ class _Retry(Exception):
 class Wire:
     """The HTTP exchange with Kommo: every call waits for the budget at the caller's priority."""
 
-    def __init__(self, http: httpx.AsyncClient, budget: RateBudget, tokens: TokenSource, *,
-                 retry: RetryPolicy = RetryPolicy(), sleep: Sleep | None = None) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        budget: RateBudget,
+        tokens: TokenSource,
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Sleep | None = None,
+    ) -> None:
         self.http, self.budget, self.tokens, self.retry = http, budget, tokens, retry
         self._sleep = sleep or budget.sleep
 
@@ -104,8 +112,15 @@ class Wire:
         finally:
             _ADMITTED.reset(token)
 
-    async def call(self, method: str, path: str, priority: Priority, *,
-                    params: Params | None = None, json: Any = None) -> JSON | None:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        priority: Priority,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+    ) -> JSON | None:
         attempt = _Attempt(method, endpoint_of(path))
         while True:
             if _ADMITTED.get() == priority:
@@ -114,8 +129,13 @@ class Wire:
                 await self.budget.acquire(priority)
             token = await self.tokens.access_token()
             try:
-                resp = await self.http.request(method, path, params=params, json=json,
-                                               headers={"Authorization": f"Bearer {token}"})
+                resp = await self.http.request(
+                    method,
+                    path,
+                    params=params,
+                    json=json,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
             except httpx.TransportError as exc:
                 CALLS.labels(attempt.endpoint, "error").inc()
                 await self._unavailable(attempt, f"{type(exc).__name__}")
@@ -129,8 +149,13 @@ class Wire:
     async def _refused(self, attempt: _Attempt, resp: httpx.Response, token: str) -> None:
         """Judge an error answer: raise, or raise :class:`_Retry` after waiting as it says."""
         status, retry = resp.status_code, self.retry
-        log.warning("kommo %s %s -> HTTP %d (attempt %d)", attempt.method, attempt.endpoint,
-                    status, attempt.number)
+        log.warning(
+            "kommo %s %s -> HTTP %d (attempt %d)",
+            attempt.method,
+            attempt.endpoint,
+            status,
+            attempt.number,
+        )
         what = f"{attempt.method} {attempt.endpoint}: HTTP {status}"
         if status == 401:
             if attempt.refreshed:
@@ -156,11 +181,11 @@ class Wire:
             raise _Retry
         raise KommoBadRequest(f"{what} ({detail(resp)})", status=status)
 
-    async def _forbidden(self, attempt: _Attempt, resp: httpx.Response,
-                         what: str) -> KommoRejected:
+    async def _forbidden(self, attempt: _Attempt, resp: httpx.Response, what: str) -> KommoRejected:
         if _missing_rights(attempt.endpoint, resp):
-            return KommoBadRequest(f"{what}: the token lacks the rights ({detail(resp)})",
-                                   status=403)
+            return KommoBadRequest(
+                f"{what}: the token lacks the rights ({detail(resp)})", status=403
+            )
         reason = f"{what} ({detail(resp)})"
         info = await self.budget.trip_breaker(self.retry.breaker_seconds, reason)
         return KommoBlocked(f"{what}: Kommo blocked the API; calls stop", until=info.until)
@@ -221,5 +246,3 @@ def _retry_after(resp: httpx.Response, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return seconds if 0 < seconds <= 3600 else default
-
-

@@ -22,7 +22,8 @@ async def get_cursor_state(
 ) -> tuple[int, dict[str, Any]] | None:
     row = await conn.fetchrow(
         "SELECT value, state FROM sync_cursors WHERE account_id = $1 AND name = $2",
-        account_id, name,
+        account_id,
+        name,
     )
     return None if row is None else (int(row["value"]), json_state(row["state"]))
 
@@ -34,15 +35,16 @@ async def get_cursor(conn: Conn, account_id: int, name: str) -> int | None:
     return None if value is None else int(value)
 
 
-async def set_cursor(
-    conn: Conn, account_id: int, name: str, value: int, state: Any = None
-) -> None:
+async def set_cursor(conn: Conn, account_id: int, name: str, value: int, state: Any = None) -> None:
     await conn.execute(
         """INSERT INTO sync_cursors (account_id, name, value, state, updated_at)
            VALUES ($1, $2, $3, COALESCE($4::jsonb, '{}'), now())
            ON CONFLICT (account_id, name) DO UPDATE
                SET value = EXCLUDED.value, state = EXCLUDED.state, updated_at = now()""",
-        account_id, name, value, None if state is None else json.dumps(state),
+        account_id,
+        name,
+        value,
+        None if state is None else json.dumps(state),
     )
 
 
@@ -50,7 +52,9 @@ async def set_cursor_if_absent(conn: Conn, account_id: int, name: str, value: in
     await conn.execute(
         """INSERT INTO sync_cursors (account_id, name, value) VALUES ($1, $2, $3)
            ON CONFLICT (account_id, name) DO NOTHING""",
-        account_id, name, value,
+        account_id,
+        name,
+        value,
     )
 
 
@@ -60,5 +64,7 @@ async def all_cursors(conn: Conn) -> list[tuple[int, str, int, dict[str, Any], A
         "SELECT account_id, name, value, state, updated_at FROM sync_cursors"
         " ORDER BY account_id, name"
     )
-    return [(r["account_id"], r["name"], r["value"], json_state(r["state"]), r["updated_at"])
-            for r in rows]
+    return [
+        (r["account_id"], r["name"], r["value"], json_state(r["state"]), r["updated_at"])
+        for r in rows
+    ]

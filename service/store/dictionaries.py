@@ -25,14 +25,19 @@ async def replace_pipelines(conn: Conn, account_id: int, pipelines: Sequence[Pip
                is_archive = EXCLUDED.is_archive, raw = EXCLUDED.raw, is_deleted = false,
                deleted_at = NULL, synced_at = now()
            WHERE p.raw IS DISTINCT FROM EXCLUDED.raw OR p.is_deleted""",
-        account_id, p_ids, [p.name for p in pipelines], [p.sort for p in pipelines],
-        [p.is_main for p in pipelines], [p.is_archive for p in pipelines],
+        account_id,
+        p_ids,
+        [p.name for p in pipelines],
+        [p.sort for p in pipelines],
+        [p.is_main for p in pipelines],
+        [p.is_archive for p in pipelines],
         [p.raw for p in pipelines],
     )
     await conn.execute(
         """UPDATE pipelines SET is_deleted = true, deleted_at = now()
            WHERE account_id = $1 AND NOT is_deleted AND NOT id = ANY($2::bigint[])""",
-        account_id, p_ids,
+        account_id,
+        p_ids,
     )
     statuses = [s for p in pipelines for s in p.statuses]
     await conn.execute(
@@ -47,9 +52,14 @@ async def replace_pipelines(conn: Conn, account_id: int, pipelines: Sequence[Pip
                is_editable = EXCLUDED.is_editable, raw = EXCLUDED.raw, is_deleted = false,
                deleted_at = NULL, synced_at = now()
            WHERE s.raw IS DISTINCT FROM EXCLUDED.raw OR s.is_deleted""",
-        account_id, [s.pipeline_id for s in statuses], [s.id for s in statuses],
-        [s.name for s in statuses], [s.sort for s in statuses], [s.color for s in statuses],
-        [s.type for s in statuses], [s.is_editable for s in statuses],
+        account_id,
+        [s.pipeline_id for s in statuses],
+        [s.id for s in statuses],
+        [s.name for s in statuses],
+        [s.sort for s in statuses],
+        [s.color for s in statuses],
+        [s.type for s in statuses],
+        [s.is_editable for s in statuses],
         [s.raw for s in statuses],
     )
     await conn.execute(
@@ -57,7 +67,9 @@ async def replace_pipelines(conn: Conn, account_id: int, pipelines: Sequence[Pip
            WHERE account_id = $1 AND NOT is_deleted
              AND NOT EXISTS (SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS u(p, id)
                              WHERE u.p = s.pipeline_id AND u.id = s.id)""",
-        account_id, [s.pipeline_id for s in statuses], [s.id for s in statuses],
+        account_id,
+        [s.pipeline_id for s in statuses],
+        [s.id for s in statuses],
     )
 
 
@@ -73,11 +85,16 @@ async def replace_users(conn: Conn, account_id: int, users: Sequence[User]) -> N
                email = EXCLUDED.email, is_active = EXCLUDED.is_active, raw = EXCLUDED.raw,
                is_deleted = false, deleted_at = NULL, synced_at = now()
            WHERE t.raw IS DISTINCT FROM EXCLUDED.raw OR t.is_deleted""",
-        account_id, ids, [u.name for u in users], [u.email for u in users],
-        [u.is_active for u in users], [u.raw for u in users],
+        account_id,
+        ids,
+        [u.name for u in users],
+        [u.email for u in users],
+        [u.is_active for u in users],
+        [u.raw for u in users],
     )
     await conn.execute(
         """UPDATE users SET is_deleted = true, deleted_at = now()
            WHERE account_id = $1 AND NOT is_deleted AND NOT id = ANY($2::bigint[])""",
-        account_id, ids,
+        account_id,
+        ids,
     )

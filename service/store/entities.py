@@ -56,23 +56,36 @@ def dedupe(records: Iterable[Record]) -> list[Record]:
     return list(best.values())
 
 
-async def upsert(conn: Conn, account_id: int, kind: EntityKind, records: Sequence[Record], *,
-                 restored: Collection[int] = ()) -> list[Record]:
+async def upsert(
+    conn: Conn,
+    account_id: int,
+    kind: EntityKind,
+    records: Sequence[Record],
+    *,
+    restored: Collection[int] = (),
+) -> list[Record]:
     """Upsert the entity rows; return the records actually written (their side tables are the
     caller's next step: :mod:`service.store.links`)."""
     rows = dedupe(records)
     if not rows:
         return []
     columns = [list(column) for column in zip(*(r.row for r in rows), strict=True)]
-    written = await conn.fetch(upsert_sql(kind), account_id, [r.id for r in rows], *columns,
-                               [r.custom_fields for r in rows], [r.raw for r in rows],
-                               list(restored))
+    written = await conn.fetch(
+        upsert_sql(kind),
+        account_id,
+        [r.id for r in rows],
+        *columns,
+        [r.custom_fields for r in rows],
+        [r.raw for r in rows],
+        list(restored),
+    )
     chosen = {r.id: r for r in rows}
     return [chosen[w["id"]] for w in written]
 
 
-async def tombstone(conn: Conn, account_id: int, kind: EntityKind, ids: Collection[int],
-                    deleted_at: float) -> list[int]:
+async def tombstone(
+    conn: Conn, account_id: int, kind: EntityKind, ids: Collection[int], deleted_at: float
+) -> list[int]:
     """Mark entities deleted; return the ids marked (those alive until now)."""
     if not ids:
         return []
@@ -81,28 +94,35 @@ async def tombstone(conn: Conn, account_id: int, kind: EntityKind, ids: Collecti
                 synced_at = now()
             WHERE account_id = $1 AND id = ANY($2::bigint[]) AND NOT is_deleted
             RETURNING id""",
-        account_id, list(ids), deleted_at,
+        account_id,
+        list(ids),
+        deleted_at,
     )
     return [r["id"] for r in rows]
 
 
-async def known_ids(conn: Conn, account_id: int, kind: EntityKind,
-                    ids: Collection[int]) -> set[int]:
+async def known_ids(
+    conn: Conn, account_id: int, kind: EntityKind, ids: Collection[int]
+) -> set[int]:
     """Those of ``ids`` the mirror holds (alive or tombstoned)."""
     rows = await conn.fetch(
         f"SELECT id FROM {kind.name} WHERE account_id = $1 AND id = ANY($2::bigint[])",
-        account_id, list(ids),
+        account_id,
+        list(ids),
     )
     return {r["id"] for r in rows}
 
 
-async def alive_ids_between(conn: Conn, account_id: int, kind: EntityKind, low: int,
-                            high: int | None) -> set[int]:
+async def alive_ids_between(
+    conn: Conn, account_id: int, kind: EntityKind, low: int, high: int | None
+) -> set[int]:
     """Ids of live rows from ``low`` to ``high`` inclusive (``None``: to the end)."""
     rows = await conn.fetch(
         f"""SELECT id FROM {kind.name} WHERE account_id = $1 AND NOT is_deleted
             AND id >= $2 AND ($3::bigint IS NULL OR id <= $3)""",
-        account_id, low, high,
+        account_id,
+        low,
+        high,
     )
     return {r["id"] for r in rows}
 

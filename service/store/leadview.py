@@ -51,8 +51,9 @@ async def lock_account(conn: Conn, account_id: int) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(7001, $1::int)", account_id % (1 << 31))
 
 
-async def leads_showing(conn: Conn, account_id: int, kind: EntityKind,
-                        ids: Collection[int]) -> list[int]:
+async def leads_showing(
+    conn: Conn, account_id: int, kind: EntityKind, ids: Collection[int]
+) -> list[int]:
     """The leads linked to these entities of ``kind`` (through the leads' link tables)."""
     tables = [link.table for link in LEADS.links if link.target == kind.owner]
     if not ids or not tables:
@@ -62,7 +63,8 @@ async def leads_showing(conn: Conn, account_id: int, kind: EntityKind,
         rows = await conn.fetch(
             f"""SELECT DISTINCT lead_id FROM {table}
                 WHERE account_id = $1 AND {kind.owner} = ANY($2::bigint[])""",
-            account_id, list(ids),
+            account_id,
+            list(ids),
         )
         found.update(r["lead_id"] for r in rows)
     return sorted(found)
@@ -73,7 +75,8 @@ async def leads_with_tags(conn: Conn, account_id: int, tag_ids: Collection[int])
         return []
     rows = await conn.fetch(
         "SELECT DISTINCT lead_id FROM lead_tags WHERE account_id = $1 AND tag_id = ANY($2)",
-        account_id, list(tag_ids),
+        account_id,
+        list(tag_ids),
     )
     return [r["lead_id"] for r in rows]
 
@@ -157,10 +160,10 @@ async def refresh_leads(
         return []
     rows = await conn.fetch(_REFRESH, account_id, sorted(set(lead_ids)), source)
     changes = [
-        LeadChange(r["version"], r["last_action"], source, json.loads(r["shown"]),
-                   r["previous_updated_at"])
+        LeadChange(
+            r["version"], r["last_action"], source, json.loads(r["shown"]), r["previous_updated_at"]
+        )
         for r in rows
     ]
     changes.sort(key=lambda c: c.version)
     return changes
-

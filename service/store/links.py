@@ -15,8 +15,9 @@ from service.records import Record, TagRef
 from service.store import Conn
 
 
-async def upsert_tags(conn: Conn, account_id: int, kind: EntityKind,
-                      tags: Iterable[TagRef]) -> list[int]:
+async def upsert_tags(
+    conn: Conn, account_id: int, kind: EntityKind, tags: Iterable[TagRef]
+) -> list[int]:
     """Upsert tag dictionary entries by (account, entity type, id); renames apply in place.
 
     Returns the ids of tags that changed (the leads showing them must be re-shown).
@@ -35,13 +36,18 @@ async def upsert_tags(conn: Conn, account_id: int, kind: EntityKind,
            WHERE t.name IS DISTINCT FROM EXCLUDED.name
               OR (EXCLUDED.color IS NOT NULL AND t.color IS DISTINCT FROM EXCLUDED.color)
            RETURNING t.id""",
-        account_id, kind.name, ids, [unique[i].name for i in ids], [unique[i].color for i in ids],
+        account_id,
+        kind.name,
+        ids,
+        [unique[i].name for i in ids],
+        [unique[i].color for i in ids],
     )
     return [r["id"] for r in rows]
 
 
-async def replace_all(conn: Conn, account_id: int, kind: EntityKind,
-                      written: Sequence[Record], region: str) -> list[int]:
+async def replace_all(
+    conn: Conn, account_id: int, kind: EntityKind, written: Sequence[Record], region: str
+) -> list[int]:
     """Replace every side table of the written records; return the tags renamed on the way."""
     if not written:
         return []
@@ -56,25 +62,30 @@ async def replace_all(conn: Conn, account_id: int, kind: EntityKind,
     return renamed
 
 
-async def _replace_tags(conn: Conn, account_id: int, kind: EntityKind,
-                        written: Sequence[Record]) -> None:
+async def _replace_tags(
+    conn: Conn, account_id: int, kind: EntityKind, written: Sequence[Record]
+) -> None:
     table, owner = kind.tag_table, kind.owner
     pairs = [(r.id, t.id) for r in written for t in r.tags]
     await conn.execute(
         f"DELETE FROM {table} WHERE account_id = $1 AND {owner} = ANY($2::bigint[])",
-        account_id, [r.id for r in written],
+        account_id,
+        [r.id for r in written],
     )
     if pairs:
         await conn.execute(
             f"""INSERT INTO {table} (account_id, {owner}, tag_id)
                 SELECT $1, u.o, u.t FROM unnest($2::bigint[], $3::bigint[]) AS u(o, t)
                 ON CONFLICT DO NOTHING""",
-            account_id, [p[0] for p in pairs], [p[1] for p in pairs],
+            account_id,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
         )
 
 
-async def _replace_links(conn: Conn, account_id: int, kind: EntityKind, index: int,
-                         written: Sequence[Record]) -> None:
+async def _replace_links(
+    conn: Conn, account_id: int, kind: EntityKind, index: int, written: Sequence[Record]
+) -> None:
     link = kind.links[index]
     known = [r for r in written if link.embedded in r.links]
     if not known:
@@ -82,7 +93,8 @@ async def _replace_links(conn: Conn, account_id: int, kind: EntityKind, index: i
     pairs = {(r.id, target): flag for r in known for target, flag in r.links[link.embedded]}
     await conn.execute(
         f"DELETE FROM {link.table} WHERE account_id = $1 AND {kind.owner} = ANY($2::bigint[])",
-        account_id, [r.id for r in known],
+        account_id,
+        [r.id for r in known],
     )
     if not pairs:
         return
@@ -91,19 +103,25 @@ async def _replace_links(conn: Conn, account_id: int, kind: EntityKind, index: i
         await conn.execute(
             f"""INSERT INTO {link.table} (account_id, {kind.owner}, {link.target})
                 SELECT $1, u.o, u.t FROM unnest($2::bigint[], $3::bigint[]) AS u(o, t)""",
-            account_id, owners, targets,
+            account_id,
+            owners,
+            targets,
         )
     else:
         await conn.execute(
             f"""INSERT INTO {link.table} (account_id, {kind.owner}, {link.target}, {link.flag})
                 SELECT $1, u.o, u.t, u.f
                 FROM unnest($2::bigint[], $3::bigint[], $4::bool[]) AS u(o, t, f)""",
-            account_id, owners, targets, list(pairs.values()),
+            account_id,
+            owners,
+            targets,
+            list(pairs.values()),
         )
 
 
-async def _replace_phones(conn: Conn, account_id: int, kind: EntityKind,
-                          written: Sequence[Record], region: str) -> None:
+async def _replace_phones(
+    conn: Conn, account_id: int, kind: EntityKind, written: Sequence[Record], region: str
+) -> None:
     table, owner = kind.phones_table, kind.owner
     ids, positions, raws, normalized, codes = [], [], [], [], []
     for r in written:
@@ -115,7 +133,8 @@ async def _replace_phones(conn: Conn, account_id: int, kind: EntityKind,
             codes.append(code)
     await conn.execute(
         f"DELETE FROM {table} WHERE account_id = $1 AND {owner} = ANY($2::bigint[])",
-        account_id, [r.id for r in written],
+        account_id,
+        [r.id for r in written],
     )
     if ids:
         await conn.execute(
@@ -123,5 +142,10 @@ async def _replace_phones(conn: Conn, account_id: int, kind: EntityKind,
                 SELECT $1, u.c, u.p, u.r, u.n, u.e
                 FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[])
                     AS u(c, p, r, n, e)""",
-            account_id, ids, positions, raws, normalized, codes,
+            account_id,
+            ids,
+            positions,
+            raws,
+            normalized,
+            codes,
         )

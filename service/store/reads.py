@@ -36,8 +36,9 @@ async def lead_data(conn: Conn, lead_id: int, account_id: int | None) -> str | N
     return str(value) if value is not None else None
 
 
-async def changes_after(conn: Conn, after: int, limit: int,
-                        account_id: int | None) -> tuple[list[str], int]:
+async def changes_after(
+    conn: Conn, after: int, limit: int, account_id: int | None
+) -> tuple[list[str], int]:
     """Up to ``limit`` ``data`` objects (JSON text) after version ``after``, and the next cursor."""
     rows = await conn.fetch(_CHANGES_SQL, after, limit, account_id)
     return [str(r["data"]) for r in rows], int(rows[-1]["version"]) if rows else after

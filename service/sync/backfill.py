@@ -59,13 +59,19 @@ class Backfill:
         if found is None:
             return None
         started_at, state = found
-        return Progress(str(state["stage"]), int(state["page"]), started_at,
-                        int(state.get("rows", 0)))
+        return Progress(
+            str(state["stage"]), int(state["page"]), started_at, int(state.get("rows", 0))
+        )
 
     async def save(self, p: Progress) -> None:
         async with self.res.pool.acquire() as conn:
-            await cursors.set_cursor(conn, self.acc, CURSOR, p.started_at,
-                                     {"stage": p.stage, "page": p.page, "rows": p.rows})
+            await cursors.set_cursor(
+                conn,
+                self.acc,
+                CURSOR,
+                p.started_at,
+                {"stage": p.stage, "page": p.page, "rows": p.rows},
+            )
 
     async def needed(self) -> bool:
         p = await self.load()
@@ -103,6 +109,7 @@ class Backfill:
 
     async def pages(self, kind: EntityKind) -> int:
         """The number of pages of ``kind``, by probing (about 2·log2(pages) calls)."""
+
         async def has(page: int) -> bool:
             return await self.kommo.has_page(kind, page, priority=Priority.BACKFILL)
 
@@ -118,7 +125,8 @@ class Backfill:
     async def _entity(self, p: Progress, kind: EntityKind, tick: Tick) -> None:
         def fetch(page: int) -> asyncio.Task[Page]:
             return asyncio.create_task(
-                self.kommo.in_id_order(kind, page, priority=Priority.BACKFILL))
+                self.kommo.in_id_order(kind, page, priority=Priority.BACKFILL)
+            )
 
         fetching = fetch(p.page)
         while True:
@@ -139,8 +147,9 @@ class Backfill:
 
     async def _write(self, kind: EntityKind, page: Page) -> None:
         if kind is LEADS:
-            await self.mirror.apply_leads(page.records, priority=Priority.BACKFILL,
-                                          source="backfill")
+            await self.mirror.apply_leads(
+                page.records, priority=Priority.BACKFILL, source="backfill"
+            )
         else:
             batch = Batch()
             batch.add(page.records)

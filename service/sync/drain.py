@@ -88,17 +88,20 @@ class Drain:
     async def _claimed(self) -> int:
         redis, keys, mirror, limit = self.redis, self.keys, self.mirror, self.limit
         changes = {k.name: await hints.claim(redis, keys, k.name, limit) for k in ENTITY_KINDS}
-        deletes = {k.name: await hints.claim(redis, keys, k.deletes_queue, limit)
-                   for k in ENTITY_KINDS}
+        deletes = {
+            k.name: await hints.claim(redis, keys, k.deletes_queue, limit) for k in ENTITY_KINDS
+        }
         if not any((*changes.values(), *deletes.values())):
             return 0
         batch = Batch()
         for k in ENTITY_KINDS:
-            batch.restored[k.name] = await hints.restores(redis, keys, k.name,
-                                                          [c[0] for c in changes[k.name]])
+            batch.restored[k.name] = await hints.restores(
+                redis, keys, k.name, [c[0] for c in changes[k.name]]
+            )
         ids = {k.name: {c[0] for c in (*changes[k.name], *deletes[k.name])} for k in ENTITY_KINDS}
-        _, seen = await mirror.fetch_and_apply(ids, priority=Priority.WEBHOOK, source="webhook",
-                                               batch=batch)
+        _, seen = await mirror.fetch_and_apply(
+            ids, priority=Priority.WEBHOOK, source="webhook", batch=batch
+        )
         gone: dict[str, list[Claimed]] = {}
         again: dict[str, set[int]] = {}  # a restore Kommo can no longer read was deleted again
         for k in ENTITY_KINDS:
@@ -107,28 +110,40 @@ class Drain:
             again[k.name] = {i for i in batch.restored[k.name] if i not in found}
         if any((*gone.values(), *again.values())):
             when = max([float(c[2]) for g in gone.values() for c in g] or [time.time()])
-            await mirror.apply(Batch(
-                deletes={k: {c[0] for c in gone[k]} | again[k] for k in gone}, deleted_at=when,
-            ), "webhook")
+            await mirror.apply(
+                Batch(
+                    deletes={k: {c[0] for c in gone[k]} | again[k] for k in gone},
+                    deleted_at=when,
+                ),
+                "webhook",
+            )
         for k in ENTITY_KINDS:
             found = seen.get(k.name, {})
-            await _settle(mirror, k.name, changes[k.name],
-                          [c for c in changes[k.name] if c[2] and found.get(c[0], 0) < c[2]])
-            await _settle(mirror, k.deletes_queue, deletes[k.name],
-                          [c for c in deletes[k.name] if c[0] in found])  # still readable
+            await _settle(
+                mirror,
+                k.name,
+                changes[k.name],
+                [c for c in changes[k.name] if c[2] and found.get(c[0], 0) < c[2]],
+            )
+            await _settle(
+                mirror,
+                k.deletes_queue,
+                deletes[k.name],
+                [c for c in deletes[k.name] if c[0] in found],
+            )  # still readable
         return sum(map(len, changes.values())) + sum(map(len, deletes.values()))
 
 
-async def _settle(mirror: Mirror, queue: str, items: Sequence[Claimed],
-                  lagging: Sequence[Claimed]) -> None:
+async def _settle(
+    mirror: Mirror, queue: str, items: Sequence[Claimed], lagging: Sequence[Claimed]
+) -> None:
     """Done with the claimed ids, except lagging reads worth another try (retried shortly)."""
     redis, keys = mirror.res.redis, mirror.res.keys
     settled = [c[0] for c in items if c not in lagging]
     if settled:  # a later lag of the same id starts counting afresh
         await redis.hdel(keys.hints_lag_tries(queue), *map(str, settled))  # type: ignore[misc]
     retry = await _still_worth_retrying(mirror, queue, [c[0] for c in lagging])
-    await hints.retry_later(redis, keys, queue, [c for c in lagging if c[0] in retry],
-                            LAG_RETRY_S)
+    await hints.retry_later(redis, keys, queue, [c for c in lagging if c[0] in retry], LAG_RETRY_S)
     await hints.done(redis, keys, queue, [c for c in items if c[0] not in retry])
     HINT_FETCHES.labels(queue).inc(len(items))
 
@@ -145,6 +160,10 @@ async def _still_worth_retrying(mirror: Mirror, queue: str, ids: list[int]) -> s
         tries = (await pipe.execute())[:-1]
     keep = {i for i, n in zip(ids, tries, strict=True) if int(n) <= LAG_MAX_TRIES}
     if len(keep) < len(ids):
-        log.warning("%d %s still older than their webhook after %d tries; reconcile will "
-                    "catch them", len(ids) - len(keep), queue, LAG_MAX_TRIES)
+        log.warning(
+            "%d %s still older than their webhook after %d tries; reconcile will catch them",
+            len(ids) - len(keep),
+            queue,
+            LAG_MAX_TRIES,
+        )
     return keep

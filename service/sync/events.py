@@ -24,8 +24,13 @@ CURSOR = "events"
 def event_types() -> tuple[str, ...]:
     """The event types the reconcile reads, for every mirrored kind."""
     per_kind = ("deleted", "restored", "linked", "unlinked")
-    return (*(f"{k.singular}_{what}" for k in ENTITY_KINDS for what in per_kind),
-            "entity_linked", "entity_unlinked", "entity_tag_added", "entity_tag_deleted")
+    return (
+        *(f"{k.singular}_{what}" for k in ENTITY_KINDS for what in per_kind),
+        "entity_linked",
+        "entity_unlinked",
+        "entity_tag_added",
+        "entity_tag_deleted",
+    )
 
 
 class EventFeed:
@@ -39,16 +44,18 @@ class EventFeed:
         if window is None:
             return 0
         seen = {str(k): int(v) for k, v in dict(window.state.get("seen") or {}).items()}
-        found = await m.kommo.events_since(event_types(), window.start(EVENT_OVERLAP),
-                                           priority=Priority.RECONCILE)
+        found = await m.kommo.events_since(
+            event_types(), window.start(EVENT_OVERLAP), priority=Priority.RECONCILE
+        )
         fresh = sorted((e for e in found if e.id not in seen), key=lambda e: e.created_at)
         fixed = await self.apply(fresh) if fresh else 0
         newest = max([window.cursor, *(e.created_at for e in found)])
         seen.update({e.id: e.created_at for e in found})
         keep = {k: v for k, v in seen.items() if v >= newest - EVENT_OVERLAP}
         async with m.res.pool.acquire() as conn:
-            await cursors.set_cursor(conn, m.account_id, CURSOR, newest,
-                                     window.saved(newest, seen=keep))
+            await cursors.set_cursor(
+                conn, m.account_id, CURSOR, newest, window.saved(newest, seen=keep)
+            )
         return fixed
 
     async def apply(self, events: Sequence[Event]) -> int:
@@ -77,9 +84,11 @@ class EventFeed:
         when = max(e.created_at for e in events)
         batch = Batch(deletes=deleted, restored=restored, deleted_at=when)
         outcome, seen = await self.mirror.fetch_and_apply(
-            fetch, priority=Priority.RECONCILE, source="reconcile", batch=batch)
+            fetch, priority=Priority.RECONCILE, source="reconcile", batch=batch
+        )
         gone = {name: restored[name] - seen.get(name, {}).keys() for name in fetch}
         if any(gone.values()):
             await self.mirror.apply(Batch(deletes=gone, deleted_at=when), "reconcile")
         return sum(len(ids) for ids in outcome.written.values()) + sum(
-            len(ids) for ids in deleted.values())
+            len(ids) for ids in deleted.values()
+        )

@@ -250,8 +250,13 @@ async def push(redis: Redis, keys: Keys, hints: Hints, *, now: float | None = No
     args: list[int | str] = [int(now if now is not None else time.time()), SCHEDULED_TTL_MS]
 
     def group(queue: str, restore_of: EntityKind, kind: str, items: list[int]) -> None:
-        script_keys.extend((keys.hints_queue(queue), keys.hints_stamps(queue),
-                            keys.hints_restores(restore_of.singular)))
+        script_keys.extend(
+            (
+                keys.hints_queue(queue),
+                keys.hints_stamps(queue),
+                keys.hints_restores(restore_of.singular),
+            )
+        )
         args.extend((kind, len(items) // 2 if kind == "c" else len(items), *items))
 
     for k in ENTITY_KINDS:  # deletes first: a restore in the same push keeps its flag
@@ -269,8 +274,9 @@ async def push(redis: Redis, keys: Keys, hints: Hints, *, now: float | None = No
 
 async def enqueue_drain(arq: ArqRedis, keys: Keys) -> None:
     """Enqueue a ``process_hints`` job (ids under the prefix; each enqueue is a new job)."""
-    await arq.enqueue_job(PROCESS_JOB, _queue_name=keys.queue,
-                          _job_id=keys.job_id(PROCESS_JOB, uuid.uuid4().hex))
+    await arq.enqueue_job(
+        PROCESS_JOB, _queue_name=keys.queue, _job_id=keys.job_id(PROCESS_JOB, uuid.uuid4().hex)
+    )
 
 
 async def push_and_schedule(redis: Redis, arq: ArqRedis, keys: Keys, hints: Hints) -> None:
@@ -307,12 +313,20 @@ async def done(redis: Redis, keys: Keys, queue: str, items: Iterable[Claimed]) -
         return 0
     kind = kind_of(queue)
     restore = keys.hints_restores(kind.singular) if queue == kind.name else ""
-    return int(await _DONE(redis, [keys.hints_queue(queue), keys.hints_stamps(queue), restore],
-                           args))
+    return int(
+        await _DONE(redis, [keys.hints_queue(queue), keys.hints_stamps(queue), restore], args)
+    )
 
 
-async def retry_later(redis: Redis, keys: Keys, queue: str, ids: Iterable[int | Claimed],
-                      delay_s: float, *, now: float | None = None) -> int:
+async def retry_later(
+    redis: Redis,
+    keys: Keys,
+    queue: str,
+    ids: Iterable[int | Claimed],
+    delay_s: float,
+    *,
+    now: float | None = None,
+) -> int:
     """Move ids from ``queue`` to ``hints:delayed`` for ``delay_s`` (a lagging read).
 
     Pass the claimed tuples to move only ids not re-hinted since the claim (a re-hinted id stays
@@ -329,8 +343,9 @@ async def retry_later(redis: Redis, keys: Keys, queue: str, ids: Iterable[int | 
     return int(await _RETRY(redis, [keys.hints_queue(queue), keys.hints_delayed], args))
 
 
-async def promote_due(redis: Redis, keys: Keys, now: float | None = None, *,
-                      limit: int = 1000) -> int:
+async def promote_due(
+    redis: Redis, keys: Keys, now: float | None = None, *, limit: int = 1000
+) -> int:
     """Move delayed ids that are due back to their queue (with a fresh seq)."""
     script_keys = [keys.hints_seq, keys.hints_delayed, *(keys.hints_queue(q) for q in QUEUES)]
     when = now if now is not None else time.time()

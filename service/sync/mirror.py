@@ -35,7 +35,9 @@ LEAD_UPDATES = Counter(
     "lead_updates_published_total", "lead_update messages published", ["source", "action"]
 )
 FRESHNESS = Histogram(
-    "lead_update_freshness_seconds", "from Kommo's updated_at to the lead_update", ["source"],
+    "lead_update_freshness_seconds",
+    "from Kommo's updated_at to the lead_update",
+    ["source"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
 ROWS_WRITTEN = Counter(
@@ -101,24 +103,34 @@ class Mirror:
                 changed = await links.upsert_tags(conn, acc, kind_named(name), tags)
                 renamed += changed if name == LEADS.name else []
             for kind in ENTITY_KINDS:
-                rows = await entities.upsert(conn, acc, kind, batch.records.get(kind.name, ()),
-                                             restored=batch.restored.get(kind.name, ()))
+                rows = await entities.upsert(
+                    conn,
+                    acc,
+                    kind,
+                    batch.records.get(kind.name, ()),
+                    restored=batch.restored.get(kind.name, ()),
+                )
                 changed = await links.replace_all(conn, acc, kind, rows, region)
                 renamed += changed if kind is LEADS else []
                 written[kind.name] = [r.id for r in rows]
             for kind in ENTITY_KINDS:
                 deleted[kind.name] = await entities.tombstone(
-                    conn, acc, kind, batch.deletes.get(kind.name, ()), batch.deleted_at)
+                    conn, acc, kind, batch.deletes.get(kind.name, ()), batch.deleted_at
+                )
             touched = set(written[LEADS.name]) | set(deleted[LEADS.name])
             for kind in ENTITY_KINDS:
                 if kind is not LEADS and (written[kind.name] or deleted[kind.name]):
-                    touched.update(await leadview.leads_showing(
-                        conn, acc, kind, [*written[kind.name], *deleted[kind.name]]))
+                    touched.update(
+                        await leadview.leads_showing(
+                            conn, acc, kind, [*written[kind.name], *deleted[kind.name]]
+                        )
+                    )
             touched.update(await leadview.leads_with_tags(conn, acc, renamed))
             changes = await leadview.refresh_leads(conn, acc, touched, source)
         for kind in ENTITY_KINDS:
             ROWS_WRITTEN.labels(kind.name, source).inc(
-                len(written[kind.name]) + len(deleted[kind.name]))
+                len(written[kind.name]) + len(deleted[kind.name])
+            )
         await self.publish(changes)
         return Outcome(written, deleted, changes)
 
@@ -144,9 +156,15 @@ class Mirror:
         async with self.res.pool.acquire() as conn:
             return await entities.known_ids(conn, self.account_id, kind, ids)
 
-    async def apply_leads(self, leads: Sequence[Record], *, priority: Priority, source: str,
-                          batch: Batch | None = None, ids: Ids | None = None,
-                          ) -> tuple[Outcome, dict[str, dict[int, int]]]:
+    async def apply_leads(
+        self,
+        leads: Sequence[Record],
+        *,
+        priority: Priority,
+        source: str,
+        batch: Batch | None = None,
+        ids: Ids | None = None,
+    ) -> tuple[Outcome, dict[str, dict[int, int]]]:
         """Write leads, first fetching what they link to that the mirror never saw (and the
         entities in ``ids``); returns the outcome and the ``updated_at`` of what was fetched."""
         batch = batch or Batch()
@@ -155,16 +173,17 @@ class Mirror:
         for kind in _linked_kinds():
             link = next(lk for lk in LEADS.links if lk.target == kind.owner)
             linked = {t for r in leads for t in r.linked(link.embedded)}
-            wanted = set((ids or {}).get(kind.name, ())) | (linked - await self.known(kind, linked)
-                                                             if linked else set())
+            wanted = set((ids or {}).get(kind.name, ())) | (
+                linked - await self.known(kind, linked) if linked else set()
+            )
             found = await self.kommo.by_ids(kind, wanted, priority=priority) if wanted else []
             batch.add(found)
             seen[kind.name] = _stamps(found)
         return await self.apply(batch, source), seen
 
-    async def fetch_and_apply(self, ids: Ids, *, priority: Priority, source: str,
-                              batch: Batch | None = None
-                              ) -> tuple[Outcome, dict[str, dict[int, int]]]:
+    async def fetch_and_apply(
+        self, ids: Ids, *, priority: Priority, source: str, batch: Batch | None = None
+    ) -> tuple[Outcome, dict[str, dict[int, int]]]:
         """Fetch entities by id (plus linked ones never seen) and write them.
 
         Returns the outcome and, per kind, the ``updated_at`` Kommo returned per id (an id Kommo
@@ -177,15 +196,17 @@ class Mirror:
         for kind in _linked_kinds():
             restored = rest.get(kind.name, set()) & batch.restored.get(kind.name, set())
             if restored:  # a restored contact's links come back with it: re-read its leads
-                found, their_leads = await self.kommo.leads_of_contacts(kind, restored,
-                                                                        priority=priority)
+                found, their_leads = await self.kommo.leads_of_contacts(
+                    kind, restored, priority=priority
+                )
                 batch.add(found)
                 early[kind.name] = _stamps(found)
                 lead_ids |= their_leads
                 rest[kind.name] -= restored
         leads = await self.kommo.by_ids(LEADS, lead_ids, priority=priority) if lead_ids else []
-        outcome, seen = await self.apply_leads(leads, priority=priority, source=source,
-                                               batch=batch, ids=rest)
+        outcome, seen = await self.apply_leads(
+            leads, priority=priority, source=source, batch=batch, ids=rest
+        )
         stamps = {LEADS.name: _stamps(leads)}
         for kind in _linked_kinds():
             stamps[kind.name] = {**early.get(kind.name, {}), **seen.get(kind.name, {})}

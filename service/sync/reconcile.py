@@ -35,7 +35,6 @@ SLOW_EVERY = 4
 STREAMS = (LEADS, CONTACTS)
 
 
-
 @dataclass
 class TickReport:
     number: int
@@ -139,8 +138,7 @@ class Reconciler:
         """
         page_no = 1
         while True:
-            page = await self.kommo.changed_since(kind, start, page_no,
-                                                  priority=Priority.RECONCILE)
+            page = await self.kommo.changed_since(kind, start, page_no, priority=Priority.RECONCILE)
             if not page.records:
                 return
             yield page.records
@@ -151,8 +149,9 @@ class Reconciler:
 
     async def _apply_page(self, kind: EntityKind, page: list[Record]) -> int:
         if kind is LEADS:
-            outcome, _ = await self.mirror.apply_leads(page, priority=Priority.RECONCILE,
-                                                       source="reconcile")
+            outcome, _ = await self.mirror.apply_leads(
+                page, priority=Priority.RECONCILE, source="reconcile"
+            )
         else:
             batch = Batch()
             batch.add(page)

@@ -89,8 +89,11 @@ async def gather_status(res: Resources) -> dict[str, Any]:
     age = await reconcile_age(res)
     return {
         "now": now,
-        "mirror": {"leads": counts.leads, "contacts": counts.contacts,
-                   "latest_version": counts.latest_version},
+        "mirror": {
+            "leads": counts.leads,
+            "contacts": counts.contacts,
+            "latest_version": counts.latest_version,
+        },
         "cursors": found,
         "reconcile": {
             "last_seconds_ago": None if age is None else round(age, 1),
@@ -109,8 +112,9 @@ async def gather_status(res: Resources) -> dict[str, Any]:
             "rate_limit": settings.rate_limit,
             "responses_429": stats.get("kommo_429", 0),
             "responses_403": stats.get("kommo_403", 0),
-            "breaker": None if breaker is None else {"reason": breaker.reason,
-                                                     "until": breaker.until},
+            "breaker": None
+            if breaker is None
+            else {"reason": breaker.reason, "until": breaker.until},
         },
         "freshness_ms": {
             "p50": _percentile(latencies, 50),

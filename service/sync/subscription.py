@@ -18,8 +18,17 @@ from service.settings import ConfigError, Settings
 log = logging.getLogger(__name__)
 
 SETTINGS = (
-    "add_lead", "update_lead", "delete_lead", "restore_lead", "status_lead", "responsible_lead",
-    "add_contact", "update_contact", "delete_contact", "restore_contact", "responsible_contact",
+    "add_lead",
+    "update_lead",
+    "delete_lead",
+    "restore_lead",
+    "status_lead",
+    "responsible_lead",
+    "add_contact",
+    "update_contact",
+    "delete_contact",
+    "restore_contact",
+    "responsible_contact",
 )
 
 
@@ -63,4 +72,3 @@ async def heal(kommo: KommoClient, url: str) -> Verdict:
         log.error("WEBHOOK SUBSCRIPTION BROKEN: %s; subscribing again", verdict.problem)
         await install(kommo, url)
     return verdict
-

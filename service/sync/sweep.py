@@ -19,6 +19,7 @@ from service.sync.mirror import Batch, Mirror
 
 log = logging.getLogger(__name__)
 
+
 class Sweep:
     def __init__(self, mirror: Mirror) -> None:
         self.mirror = mirror
@@ -36,19 +37,26 @@ class Sweep:
             low = 0 if page_no == 1 else after + 1
             async with m.res.pool.acquire() as conn:
                 ours = await entities.alive_ids_between(
-                    conn, m.account_id, kind, low, None if not page.has_next else max(listed))
+                    conn, m.account_id, kind, low, None if not page.has_next else max(listed)
+                )
             fixed = await self._settle(kind, sorted(ours - set(listed)), sorted(set(listed) - ours))
         done = not listed or not page.has_next
         async with m.res.pool.acquire() as conn:
-            await cursors.set_cursor(conn, m.account_id, name, 1 if done else page_no + 1,
-                                     {"after": 0 if done else max(listed)})
+            await cursors.set_cursor(
+                conn,
+                m.account_id,
+                name,
+                1 if done else page_no + 1,
+                {"after": 0 if done else max(listed)},
+            )
         return fixed
 
     async def _settle(self, kind: EntityKind, suspects: list[int], lacking: list[int]) -> int:
         if not suspects and not lacking:
             return 0
         outcome, seen = await self.mirror.fetch_and_apply(
-            {kind.name: [*suspects, *lacking]}, priority=Priority.RECONCILE, source="reconcile")
+            {kind.name: [*suspects, *lacking]}, priority=Priority.RECONCILE, source="reconcile"
+        )
         gone = [i for i in suspects if i not in seen.get(kind.name, {})]
         if gone:
             await self.mirror.apply(Batch(deletes={kind.name: set(gone)}), "reconcile")

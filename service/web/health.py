@@ -76,8 +76,11 @@ def health_routes(settings: Settings) -> list[BaseRoute]:
         if failed:
             log.debug("not ready: %s", ", ".join(failed))
         headers = {"Cache-Control": "no-store"}
-        return JSONResponse({"ready": not failed, **({"failed": failed} if failed else {}), **body},
-                            status_code=503 if failed else 200, headers=headers)
+        return JSONResponse(
+            {"ready": not failed, **({"failed": failed} if failed else {}), **body},
+            status_code=503 if failed else 200,
+            headers=headers,
+        )
 
     async def metrics(request: Request) -> Response:
         res = resources(request)
@@ -87,15 +90,20 @@ def health_routes(settings: Settings) -> list[BaseRoute]:
                 age = await status.reconcile_age(res)
             RECONCILE_AGE.set(float("nan") if age is None else age)
         except _UNAVAILABLE as exc:
-            log.warning("metrics: Redis unavailable (%s); deployment gauges not refreshed",
-                        type(exc).__name__)
+            log.warning(
+                "metrics: Redis unavailable (%s); deployment gauges not refreshed",
+                type(exc).__name__,
+            )
         body = await run_in_threadpool(generate_latest, REGISTRY)
         return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def api_status(request: Request) -> Response:
         if not authorized(settings, request):
-            return JSONResponse({"error": "missing or invalid token"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"error": "missing or invalid token"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         body = json.dumps(await status.gather_status(resources(request)), default=str)
         return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 

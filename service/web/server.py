@@ -67,8 +67,12 @@ def serve(settings: Settings, host: str = "0.0.0.0", workers: int = 1) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a clean shutdown, 3 when start-up failed."""
     redact_access_log()
     if workers > 1:
-        uvicorn.run("service.web.server:app_from_env", factory=True, workers=workers,
-                    **_options(settings, host))
+        uvicorn.run(
+            "service.web.server:app_from_env",
+            factory=True,
+            workers=workers,
+            **_options(settings, host),
+        )
         return 0
     hub = Hub(settings)
     server = Server(uvicorn.Config(create_app(settings, hub=hub), **_options(settings, host)), hub)

@@ -135,7 +135,8 @@ def webhook_routes(settings: Settings) -> list[Route]:
             except WebhookParseError as exc:
                 raise _Rejected(400, "unparseable", str(exc)) from None
             if (account_id is not None and hints.account_id not in (None, account_id)) or (
-                    subdomain is not None and hints.subdomain not in (None, subdomain)):
+                subdomain is not None and hints.subdomain not in (None, subdomain)
+            ):
                 raise _Rejected(403, "wrong_account", "webhook is for another Kommo account")
         except _Rejected as exc:
             WEBHOOKS_REJECTED.labels(exc.reason).inc()

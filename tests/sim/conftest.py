@@ -36,8 +36,13 @@ class Receiver:
 
 def make_config(**overrides: object) -> SimConfig:
     values: dict[str, object] = {
-        "seed": 7, "leads": 40, "contacts": 30, "token": TOKEN, "start_time": START,
-        "clock_speed": 0.0, "rate_limit": RateLimitConfig(rate=0),
+        "seed": 7,
+        "leads": 40,
+        "contacts": 30,
+        "token": TOKEN,
+        "start_time": START,
+        "clock_speed": 0.0,
+        "rate_limit": RateLimitConfig(rate=0),
     }
     values.update(overrides)
     return SimConfig(**values)  # type: ignore[arg-type]
@@ -58,14 +63,18 @@ async def sim(receiver: Receiver) -> AsyncIterator[Simulator]:
 @pytest.fixture
 def make_client() -> Callable[[Simulator], httpx.AsyncClient]:
     def build(simulator: Simulator, token: str = TOKEN) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(simulator.app),
-                                 base_url="http://sim.test",
-                                 headers={"Authorization": f"Bearer {token}"})
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(simulator.app),
+            base_url="http://sim.test",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
     return build
 
 
 @pytest.fixture
-async def client(sim: Simulator, make_client: Callable[[Simulator], httpx.AsyncClient]
-                 ) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    sim: Simulator, make_client: Callable[[Simulator], httpx.AsyncClient]
+) -> AsyncIterator[httpx.AsyncClient]:
     async with make_client(sim) as c:
         yield c

@@ -36,8 +36,10 @@ def shape_mismatches(ours: Any, ref: Any, path: str = "$") -> list[str]:
             return [f"{path}: {_kind(ours)} instead of an object"]
         errors = []
         if set(ours) != set(ref):
-            errors.append(f"{path}: missing {sorted(set(ref) - set(ours))}, "
-                          f"extra {sorted(set(ours) - set(ref))}")
+            errors.append(
+                f"{path}: missing {sorted(set(ref) - set(ours))}, "
+                f"extra {sorted(set(ours) - set(ref))}"
+            )
         for key in ref.keys() & ours.keys():
             errors += shape_mismatches(ours[key], ref[key], f"{path}.{key}")
         return errors

@@ -32,8 +32,9 @@ async def all_pages(client: httpx.AsyncClient, path: str, **params: Any) -> list
     return items
 
 
-async def test_pagination_ends_without_next_then_204(client: httpx.AsyncClient,
-                                                     sim: Simulator) -> None:
+async def test_pagination_ends_without_next_then_204(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
     leads = await all_pages(client, "/api/v4/leads", limit=7, **{"with": "contacts"})
     assert [lead["id"] for lead in leads] == sorted(sim.state.leads.rows)
     assert len(sim.state.leads) % 8 == 0  # a last page that is exactly full has no next
@@ -56,16 +57,19 @@ async def test_limit_is_clamped_to_250(client: httpx.AsyncClient, sim: Simulator
     assert len(body["_embedded"]["leads"]) == 250 and "next" in body["_links"]
 
 
-async def test_missing_deleted_and_empty_give_204(client: httpx.AsyncClient,
-                                                  sim: Simulator) -> None:
+async def test_missing_deleted_and_empty_give_204(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
     lead_id = next(iter(sim.state.leads.rows))
     contact_id = next(iter(sim.state.contacts.rows))
     assert (await client.get(f"/api/v4/leads/{lead_id}")).status_code == 200
     sim.delete_lead(lead_id)
     sim.delete_contact(contact_id)
     cases: list[tuple[str, Any]] = [
-        (f"/api/v4/leads/{lead_id}", {}), ("/api/v4/leads/1", {}),
-        (f"/api/v4/contacts/{contact_id}", {}), ("/api/v4/contacts/99", {}),
+        (f"/api/v4/leads/{lead_id}", {}),
+        ("/api/v4/leads/1", {}),
+        (f"/api/v4/contacts/{contact_id}", {}),
+        ("/api/v4/contacts/99", {}),
         ("/api/v4/leads", {"filter[id][]": lead_id}),
         ("/api/v4/leads", {"filter[updated_at][from]": 2**31}),
         ("/api/v4/leads/tags", {"filter[name]": "no such tag"}),
@@ -95,8 +99,9 @@ async def test_id_filter_forms(client: httpx.AsyncClient, sim: Simulator) -> Non
     assert [lead["id"] for lead in single["_embedded"]["leads"]] == ids[:1]
 
 
-async def test_updated_at_range_is_inclusive_and_ordered(client: httpx.AsyncClient,
-                                                         sim: Simulator) -> None:
+async def test_updated_at_range_is_inclusive_and_ordered(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
     ids = list(sim.state.leads.rows)[:4]
     sim.clock.advance(100)
     sim.update_lead(ids[2], price=1)
@@ -104,8 +109,11 @@ async def test_updated_at_range_is_inclusive_and_ordered(client: httpx.AsyncClie
     sim.clock.advance(1)
     sim.update_lead(ids[3], price=1)
     t = sim.clock.now_s()
-    params: dict[str, Any] = {"filter[updated_at][from]": t - 1, "filter[updated_at][to]": t,
-              "order[updated_at]": "asc"}
+    params: dict[str, Any] = {
+        "filter[updated_at][from]": t - 1,
+        "filter[updated_at][to]": t,
+        "order[updated_at]": "asc",
+    }
     body = (await client.get("/api/v4/leads", params=params)).json()
     assert [lead["id"] for lead in body["_embedded"]["leads"]] == [ids[0], ids[2], ids[3]]
     params["order[updated_at]"] = "desc"
@@ -119,19 +127,29 @@ async def test_updated_at_range_is_inclusive_and_ordered(client: httpx.AsyncClie
 async def test_order_by_id_and_created_at(client: httpx.AsyncClient, sim: Simulator) -> None:
     body = (await client.get("/api/v4/leads", params={"order[id]": "desc", "limit": 5})).json()
     assert [lead["id"] for lead in body["_embedded"]["leads"]] == sorted(
-        sim.state.leads.rows, reverse=True)[:5]
-    body = (await client.get("/api/v4/leads", params={"order[created_at]": "asc",
-                                                      "limit": 250})).json()
+        sim.state.leads.rows, reverse=True
+    )[:5]
+    body = (
+        await client.get("/api/v4/leads", params={"order[created_at]": "asc", "limit": 250})
+    ).json()
     created = [lead["created_at"] for lead in body["_embedded"]["leads"]]
     assert created == sorted(created)
 
 
-@pytest.mark.parametrize("params", [
-    {"limit": "x"}, {"page": "0"}, {"filter[id][]": "abc"}, {"order[price]": "asc"},
-    {"order[id]": "sideways"}, {"filter[updated_at][from]": "yesterday"},
-])
-async def test_malformed_parameters_get_400(client: httpx.AsyncClient,
-                                            params: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "x"},
+        {"page": "0"},
+        {"filter[id][]": "abc"},
+        {"order[price]": "asc"},
+        {"order[id]": "sideways"},
+        {"filter[updated_at][from]": "yesterday"},
+    ],
+)
+async def test_malformed_parameters_get_400(
+    client: httpx.AsyncClient, params: dict[str, str]
+) -> None:
     response = await client.get("/api/v4/leads", params=params)
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
@@ -149,7 +167,8 @@ async def test_with_contacts_only_when_asked(client: httpx.AsyncClient, sim: Sim
     rich = (await client.get(f"/api/v4/leads/{lead.id}", params={"with": "contacts"})).json()
     assert "contacts" not in plain["_embedded"]
     assert [(c["id"], c["is_main"]) for c in rich["_embedded"]["contacts"]] == list(
-        lead.contacts.items())
+        lead.contacts.items()
+    )
 
 
 async def test_request_id_and_bad_token(client: httpx.AsyncClient, sim: Simulator) -> None:
@@ -173,12 +192,18 @@ async def test_events_filters(client: httpx.AsyncClient, sim: Simulator) -> None
     both: list[Any] = [("filter[type][]", "lead_deleted"), ("filter[type][]", "contact_deleted")]
     body = (await client.get("/api/v4/events", params=both)).json()
     assert [e["type"] for e in body["_embedded"]["events"]] == [
-        "contact_deleted", "lead_deleted", "lead_deleted"]
+        "contact_deleted",
+        "lead_deleted",
+        "lead_deleted",
+    ]
     assert all(isinstance(e["id"], str) for e in body["_embedded"]["events"])
     since = (await client.get("/api/v4/events", params=both + [("filter[created_at]", t)])).json()
     assert len(since["_embedded"]["events"]) == 2
-    ranged: list[Any] = both + [("filter[created_at][from]", t - 10),
-                                ("filter[created_at][to]", t - 1), ("filter[entity][]", "lead")]
+    ranged: list[Any] = both + [
+        ("filter[created_at][from]", t - 10),
+        ("filter[created_at][to]", t - 1),
+        ("filter[entity][]", "lead"),
+    ]
     body = (await client.get("/api/v4/events", params=ranged)).json()
     assert [e["entity_id"] for e in body["_embedded"]["events"]] == [lead_id]
     limited = (await client.get("/api/v4/events", params={"limit": 500})).json()

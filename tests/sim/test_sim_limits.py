@@ -12,7 +12,7 @@ from .conftest import make_config
 
 
 async def test_eighth_request_in_a_second_gets_429(
-    make_client: Callable[[Simulator], httpx.AsyncClient]
+    make_client: Callable[[Simulator], httpx.AsyncClient],
 ) -> None:
     sim = Simulator(make_config(rate_limit=RateLimitConfig(rate=7, retry_after=2)))
     async with make_client(sim) as client:
@@ -27,7 +27,7 @@ async def test_eighth_request_in_a_second_gets_429(
 
 
 async def test_repeated_429s_get_403_until_the_block_ends(
-    make_client: Callable[[Simulator], httpx.AsyncClient]
+    make_client: Callable[[Simulator], httpx.AsyncClient],
 ) -> None:
     limits = RateLimitConfig(rate=7, block_after=3, block_window=60, block_seconds=120)
     sim = Simulator(make_config(rate_limit=limits))
@@ -64,8 +64,9 @@ async def test_error_rate_is_a_seeded_fraction(sim: Simulator, client: httpx.Asy
     assert not sim.counters
 
 
-async def test_lagging_read_shows_the_previous_version(sim: Simulator,
-                                                       client: httpx.AsyncClient) -> None:
+async def test_lagging_read_shows_the_previous_version(
+    sim: Simulator, client: httpx.AsyncClient
+) -> None:
     sim.faults.update(sim.clock, lag_seconds=10, lag_probability=1.0)
     lead_id = next(iter(sim.state.leads.rows))
     old_name = sim.leads[lead_id]["name"]
@@ -81,24 +82,42 @@ async def test_oauth_code_refresh_rotation_and_expiry(
     sim: Simulator, make_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     oauth = sim.config.oauth
-    base = {"client_id": oauth.client_id, "client_secret": oauth.client_secret,
-            "redirect_uri": oauth.redirect_uri}
+    base = {
+        "client_id": oauth.client_id,
+        "client_secret": oauth.client_secret,
+        "redirect_uri": oauth.redirect_uri,
+    }
     async with make_client(sim) as client:
         code = sim.tokens.issue_code()
-        first = (await client.post("/oauth2/access_token", json={
-            **base, "grant_type": "authorization_code", "code": code})).json()
-        reused = await client.post("/oauth2/access_token", json={
-            **base, "grant_type": "authorization_code", "code": code})
+        first = (
+            await client.post(
+                "/oauth2/access_token",
+                json={**base, "grant_type": "authorization_code", "code": code},
+            )
+        ).json()
+        reused = await client.post(
+            "/oauth2/access_token", json={**base, "grant_type": "authorization_code", "code": code}
+        )
         assert reused.status_code == 400
-        second = (await client.post("/oauth2/access_token", json={
-            **base, "grant_type": "refresh_token", "refresh_token": first["refresh_token"]}))
+        second = await client.post(
+            "/oauth2/access_token",
+            json={**base, "grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+        )
         assert second.status_code == 200
-        replay = await client.post("/oauth2/access_token", json={
-            **base, "grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+        replay = await client.post(
+            "/oauth2/access_token",
+            json={**base, "grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+        )
         assert replay.status_code == 400 and replay.json()["hint"] == "Token has been revoked"
-        wrong = await client.post("/oauth2/access_token", json={
-            **base, "client_secret": "x", "grant_type": "refresh_token",
-            "refresh_token": second.json()["refresh_token"]})
+        wrong = await client.post(
+            "/oauth2/access_token",
+            json={
+                **base,
+                "client_secret": "x",
+                "grant_type": "refresh_token",
+                "refresh_token": second.json()["refresh_token"],
+            },
+        )
         assert wrong.status_code == 400
     assert sim.tokens.refresh_calls == 2
     access = second.json()["access_token"]
@@ -113,19 +132,30 @@ async def test_refresh_grace_keeps_the_old_token_until_the_new_one_is_used(
 ) -> None:
     sim.tokens.config.refresh_grace = True
     oauth = sim.config.oauth
-    base = {"client_id": oauth.client_id, "client_secret": oauth.client_secret,
-            "redirect_uri": oauth.redirect_uri, "grant_type": "refresh_token"}
-    pair = sim.tokens.grant({**base, "grant_type": "authorization_code",
-                             "code": sim.tokens.issue_code()})
-    new = (await client.post("/oauth2/access_token", json={
-        **base, "refresh_token": pair["refresh_token"]})).json()
-    again = await client.post("/oauth2/access_token", json={
-        **base, "refresh_token": pair["refresh_token"]})
+    base = {
+        "client_id": oauth.client_id,
+        "client_secret": oauth.client_secret,
+        "redirect_uri": oauth.redirect_uri,
+        "grant_type": "refresh_token",
+    }
+    pair = sim.tokens.grant(
+        {**base, "grant_type": "authorization_code", "code": sim.tokens.issue_code()}
+    )
+    new = (
+        await client.post(
+            "/oauth2/access_token", json={**base, "refresh_token": pair["refresh_token"]}
+        )
+    ).json()
+    again = await client.post(
+        "/oauth2/access_token", json={**base, "refresh_token": pair["refresh_token"]}
+    )
     assert again.status_code == 200  # the answer was "lost": the old token still works
-    used = await client.post("/oauth2/access_token", json={
-        **base, "refresh_token": again.json()["refresh_token"]})
+    used = await client.post(
+        "/oauth2/access_token", json={**base, "refresh_token": again.json()["refresh_token"]}
+    )
     assert used.status_code == 200
-    dead = await client.post("/oauth2/access_token", json={
-        **base, "refresh_token": pair["refresh_token"]})
+    dead = await client.post(
+        "/oauth2/access_token", json={**base, "refresh_token": pair["refresh_token"]}
+    )
     assert dead.status_code == 400
     assert new["refresh_token"] != again.json()["refresh_token"]

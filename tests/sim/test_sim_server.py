@@ -43,13 +43,16 @@ async def inbox_url() -> AsyncIterator[tuple[Inbox, str]]:
 
 
 async def test_serve_real_http_and_webhooks_to_a_real_receiver(
-    inbox_url: tuple[Inbox, str]
+    inbox_url: tuple[Inbox, str],
 ) -> None:
     inbox, hook = inbox_url
     sim = Simulator(make_config(clock_speed=1.0, start_time=None, webhooks=[hook]))
-    async with serve(sim) as base_url, httpx.AsyncClient(
-        base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as client:
+    async with (
+        serve(sim) as base_url,
+        httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as client,
+    ):
         assert base_url.startswith("http://127.0.0.1:")
         page = (await client.get("/api/v4/leads", params={"limit": 5})).json()
         next_href = page["_links"]["next"]["href"]
@@ -64,12 +67,23 @@ async def test_serve_real_http_and_webhooks_to_a_real_receiver(
 
 
 async def test_cli_process_serves_until_stopped(unused_port: int) -> None:
-    code = ("import sys; from kommo_sim.cli import main; "
-            "sys.exit(main(sys.argv[1:]))")
+    code = "import sys; from kommo_sim.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, "--port", str(unused_port), "--token", "cli-token",
-        "--leads", "50", "--contacts", "20", "--changes-per-second", "20",
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        code,
+        "--port",
+        str(unused_port),
+        "--token",
+        "cli-token",
+        "--leads",
+        "50",
+        "--contacts",
+        "20",
+        "--changes-per-second",
+        "20",
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert proc.stderr is not None
         while True:
@@ -77,8 +91,10 @@ async def test_cli_process_serves_until_stopped(unused_port: int) -> None:
             assert line, "the simulator exited early"
             if b"simulator ready at" in line:
                 break
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{unused_port}",
-                                     headers={"Authorization": "Bearer cli-token"}) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{unused_port}",
+            headers={"Authorization": "Bearer cli-token"},
+        ) as client:
             account = await client.get("/api/v4/account")
             assert account.status_code == 200 and account.json()["id"] == 31000001
             while True:  # the demo stream changes things: wait for its first event
@@ -107,17 +123,24 @@ async def test_startup_and_page_times() -> None:
     startup = time.perf_counter() - started
     sim.ratelimit.config.rate = 0
     timings = []
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sim.app),
-                                 base_url="http://sim.test",
-                                 headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(sim.app),
+        base_url="http://sim.test",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as client:
         for page in range(1, 8):
             t = time.perf_counter()
-            response = await client.get("/api/v4/leads", params={
-                "with": "contacts", "limit": 250, "page": page, "order[updated_at]": "asc"})
+            response = await client.get(
+                "/api/v4/leads",
+                params={"with": "contacts", "limit": 250, "page": page, "order[updated_at]": "asc"},
+            )
             timings.append(time.perf_counter() - t)
             assert len(response.json()["_embedded"]["leads"]) == 250
-    print(f"\nstartup 10k leads + 5k contacts: {startup * 1000:.0f} ms; "  # noqa: T201
-          f"250-lead page with contacts: first {timings[0] * 1000:.1f} ms, "
-          f"median {statistics.median(timings) * 1000:.1f} ms")
+    summary = (
+        f"\nstartup 10k leads + 5k contacts: {startup * 1000:.0f} ms; "
+        f"250-lead page with contacts: first {timings[0] * 1000:.1f} ms, "
+        f"median {statistics.median(timings) * 1000:.1f} ms"
+    )
+    print(summary)  # noqa: T201
     assert startup < 2.0
     assert timings[0] < 0.05 and statistics.median(timings) < 0.05

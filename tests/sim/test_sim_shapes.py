@@ -29,18 +29,28 @@ def rich_lead(sim: Simulator) -> int:
             contact_ids = [c.id for c in sim.state.contacts if c.id not in lead.contacts][:2]
             for contact_id in contact_ids:
                 sim.link_contact(lead.id, contact_id)
-            sim.update_lead(lead.id, custom_fields={
-                752009: "Google", LEAD_COMMENT: "Call after 5 pm", LEAD_MEETING: 1748293200,
-                752015: True, 752017: 1500})
+            sim.update_lead(
+                lead.id,
+                custom_fields={
+                    752009: "Google",
+                    LEAD_COMMENT: "Call after 5 pm",
+                    LEAD_MEETING: 1748293200,
+                    752015: True,
+                    752017: 1500,
+                },
+            )
             return lead.id
     raise AssertionError("the seed has no lead with a company and tags")
 
 
 def rich_contact(sim: Simulator) -> int:
     contact = sim.create_contact(
-        first_name="Jane", last_name="Doe", phones=["+1 (555) 000-1111", "987 654 321"],
-        tags=["website"], custom_fields={CONTACT_EMAIL: "jane@example.com",
-                                         CONTACT_POSITION: "CTO"})
+        first_name="Jane",
+        last_name="Doe",
+        phones=["+1 (555) 000-1111", "987 654 321"],
+        tags=["website"],
+        custom_fields={CONTACT_EMAIL: "jane@example.com", CONTACT_POSITION: "CTO"},
+    )
     sim.link_contact(next(iter(sim.state.leads.rows)), contact["id"])
     return int(contact["id"])
 
@@ -49,16 +59,30 @@ async def leads_page1(sim: Simulator, client: httpx.AsyncClient) -> httpx.Respon
     first = rich_lead(sim)
     plain = next(lead.id for lead in sim.state.leads if not lead.tags and not lead.contacts)
     other = next(lead.id for lead in sim.state.leads if lead.id not in (first, plain))
-    return await client.get("/api/v4/leads", params=[
-        ("with", "contacts"), ("filter[id][]", first), ("filter[id][]", plain),
-        ("filter[id][]", other), ("limit", 2), ("page", 1)])
+    return await client.get(
+        "/api/v4/leads",
+        params=[
+            ("with", "contacts"),
+            ("filter[id][]", first),
+            ("filter[id][]", plain),
+            ("filter[id][]", other),
+            ("limit", 2),
+            ("page", 1),
+        ],
+    )
 
 
 async def leads_last_page(sim: Simulator, client: httpx.AsyncClient) -> httpx.Response:
     ids = [lead.id for lead in sim.state.leads][:3]
-    return await client.get("/api/v4/leads", params=[
-        ("with", "contacts"), ("filter[id]", ",".join(map(str, ids))), ("limit", 2),
-        ("page", 2)])
+    return await client.get(
+        "/api/v4/leads",
+        params=[
+            ("with", "contacts"),
+            ("filter[id]", ",".join(map(str, ids))),
+            ("limit", 2),
+            ("page", 2),
+        ],
+    )
 
 
 async def lead_by_id(sim: Simulator, client: httpx.AsyncClient) -> httpx.Response:
@@ -87,8 +111,10 @@ async def events(sim: Simulator, client: httpx.AsyncClient) -> httpx.Response:
     sim.delete_lead(lead_ids[2])
     sim.restore_lead(lead_ids[2])
     sim.delete_contact(next(iter(sim.state.contacts.rows)))
-    types = "lead_deleted,lead_restored,contact_deleted,lead_status_changed,entity_tag_added," \
-            "entity_responsible_changed"
+    types = (
+        "lead_deleted,lead_restored,contact_deleted,lead_status_changed,entity_tag_added,"
+        "entity_responsible_changed"
+    )
     return await client.get("/api/v4/events", params={"filter[type]": types, "limit": 100})
 
 
@@ -96,31 +122,46 @@ async def webhooks_list(sim: Simulator, client: httpx.AsyncClient) -> httpx.Resp
     subscribe = json.loads((FIXTURES / "api" / "webhook_subscribe_request.json").read_text())
     created = await client.post("/api/v4/webhooks", json=subscribe)
     assert created.status_code == 201
-    assert not shape_mismatches(created.json(),
-                                fixture_json("webhooks_list.json")["_embedded"]["webhooks"][0])
-    return await client.get("/api/v4/webhooks",
-                            params={"filter[destination]": subscribe["destination"]})
+    assert not shape_mismatches(
+        created.json(), fixture_json("webhooks_list.json")["_embedded"]["webhooks"][0]
+    )
+    return await client.get(
+        "/api/v4/webhooks", params={"filter[destination]": subscribe["destination"]}
+    )
 
 
 async def oauth_ok(sim: Simulator, client: httpx.AsyncClient) -> httpx.Response:
     oauth = sim.config.oauth
-    return await client.post("/oauth2/access_token", json={
-        "client_id": oauth.client_id, "client_secret": oauth.client_secret,
-        "grant_type": "authorization_code", "code": sim.tokens.issue_code(),
-        "redirect_uri": oauth.redirect_uri})
+    return await client.post(
+        "/oauth2/access_token",
+        json={
+            "client_id": oauth.client_id,
+            "client_secret": oauth.client_secret,
+            "grant_type": "authorization_code",
+            "code": sim.tokens.issue_code(),
+            "redirect_uri": oauth.redirect_uri,
+        },
+    )
 
 
 async def oauth_error(sim: Simulator, client: httpx.AsyncClient) -> httpx.Response:
     oauth = sim.config.oauth
-    return await client.post("/oauth2/access_token", json={
-        "client_id": oauth.client_id, "client_secret": oauth.client_secret,
-        "grant_type": "refresh_token", "refresh_token": "spent",
-        "redirect_uri": oauth.redirect_uri})
+    return await client.post(
+        "/oauth2/access_token",
+        json={
+            "client_id": oauth.client_id,
+            "client_secret": oauth.client_secret,
+            "grant_type": "refresh_token",
+            "refresh_token": "spent",
+            "redirect_uri": oauth.redirect_uri,
+        },
+    )
 
 
 def get(path: str, **params: object) -> Scenario:
     async def call(sim: Simulator, client: httpx.AsyncClient) -> httpx.Response:
         return await client.get(path, params=params)  # type: ignore[arg-type]
+
     return call
 
 
@@ -149,8 +190,10 @@ async def internal(sim: Simulator, client: httpx.AsyncClient) -> httpx.Response:
 
 
 SCENARIOS: dict[str, tuple[Scenario, int]] = {
-    "account_with_datetime_settings.json": (get("/api/v4/account", **{
-        "with": "datetime_settings"}), 200),
+    "account_with_datetime_settings.json": (
+        get("/api/v4/account", **{"with": "datetime_settings"}),
+        200,
+    ),
     "contact_35000501_with_leads.json": (contact_by_id, 200),
     "contacts_list.json": (contacts_list, 200),
     "contacts_tags.json": (get("/api/v4/contacts/tags", limit=250), 200),
@@ -193,15 +236,18 @@ async def test_answer_matches_fixture_shape(
     await sim.aclose()
     assert response.status_code == status, response.text
     expected_type = {200: "application/hal+json", 201: "application/hal+json"}.get(
-        status, "application/problem+json")
+        status, "application/problem+json"
+    )
     if name.startswith("oauth_token_response"):
         expected_type = "application/json"
     assert response.headers["content-type"] == expected_type
     assert shape_mismatches(response.json(), fixture_json(name)) == []
 
 
-@pytest.mark.parametrize(("fault", "fixture"), [
-    ("block", "errors/403_ip_block_nginx.html"), ("html_429", "errors/429_gateway_html.html")])
+@pytest.mark.parametrize(
+    ("fault", "fixture"),
+    [("block", "errors/403_ip_block_nginx.html"), ("html_429", "errors/429_gateway_html.html")],
+)
 async def test_html_error_bodies_match_fixtures(
     fault: str, fixture: str, make_client: Callable[[Simulator], httpx.AsyncClient]
 ) -> None:

@@ -24,8 +24,9 @@ def test_seed_is_deterministic_and_realistic() -> None:
         assert pipeline.statuses[0].type == 1 and ids[-2:] == [142, 143]
     assert min(big.state.leads.rows) == 24000001 and min(big.state.contacts.rows) == 35000001
     assert not set(big.lead_tags_dict) & set(big.contact_tags_dict)
-    phones = [v["value"] for c in big.state.contacts for v in c.custom_fields.get(
-        CONTACT_PHONE, [])]
+    phones = [
+        v["value"] for c in big.state.contacts for v in c.custom_fields.get(CONTACT_PHONE, [])
+    ]
     assert any(re.fullmatch(r"9\d\d \d{3} \d{3}", p) for p in phones)
     assert any(p.startswith("'9") for p in phones) and any(p.startswith("0051") for p in phones)
     assert any(p.startswith("+1 (555)") for p in phones)
@@ -33,8 +34,9 @@ def test_seed_is_deterministic_and_realistic() -> None:
     counts = [len(c.custom_fields.get(CONTACT_PHONE, [])) for c in big.state.contacts]
     assert 0 in counts and max(counts) >= 2
     assert any(c["custom_fields_values"] is None for c in big.contacts.values())
-    types = {f["field_type"] for lead in big.leads.values()
-             for f in lead["custom_fields_values"] or []}
+    types = {
+        f["field_type"] for lead in big.leads.values() for f in lead["custom_fields_values"] or []
+    }
     assert types == {"select", "text", "date", "checkbox", "numeric"}
     assert any(lead["_embedded"]["contacts"] for lead in big.leads.values())
 
@@ -51,13 +53,20 @@ def test_changes_in_one_second_share_updated_at() -> None:
 
 def test_events_for_each_kind_of_change() -> None:
     sim = Simulator(make_config())
-    lead = next(lead for lead in sim.state.leads if lead.status_id not in (142, 143)
-                and lead.contacts)
+    lead = next(
+        lead for lead in sim.state.leads if lead.status_id not in (142, 143) and lead.contacts
+    )
     contact_id = next(iter(lead.contacts))
     before = len(sim.events)
-    sim.update_lead(lead.id, status_id=142, responsible_user_id=sim.state.users[-1].id
-                    if lead.responsible_user_id != sim.state.users[-1].id
-                    else sim.state.users[0].id, name="new name", price=lead.price + 1)
+    sim.update_lead(
+        lead.id,
+        status_id=142,
+        responsible_user_id=sim.state.users[-1].id
+        if lead.responsible_user_id != sim.state.users[-1].id
+        else sim.state.users[0].id,
+        name="new name",
+        price=lead.price + 1,
+    )
     sim.set_lead_tags(lead.id, ["fresh"])
     sim.set_lead_tags(lead.id, [])
     sim.unlink_contact(lead.id, contact_id)
@@ -66,10 +75,18 @@ def test_events_for_each_kind_of_change() -> None:
     sim.restore_lead(lead.id)
     new = sim.events.events[before:]
     types = [e.type for e in new]
-    for expected in ("lead_status_changed", "entity_responsible_changed", "name_field_changed",
-                     "sale_field_changed", "entity_tag_added", "entity_tag_deleted",
-                     "entity_unlinked", "custom_field_value_changed", "lead_deleted",
-                     "lead_restored"):
+    for expected in (
+        "lead_status_changed",
+        "entity_responsible_changed",
+        "name_field_changed",
+        "sale_field_changed",
+        "entity_tag_added",
+        "entity_tag_deleted",
+        "entity_unlinked",
+        "custom_field_value_changed",
+        "lead_deleted",
+        "lead_restored",
+    ):
         assert expected in types
     status = next(e for e in new if e.type == "lead_status_changed")
     assert status.value_after == [{"lead_status": {"id": 142, "pipeline_id": lead.pipeline_id}}]
@@ -77,7 +94,9 @@ def test_events_for_each_kind_of_change() -> None:
     assert tag_added.value_after == [{"tag": {"name": "fresh"}}]
     unlinked = [e for e in new if e.type == "entity_unlinked"]
     assert {(e.entity_type, e.value_before[0]["link"]["entity"]["type"]) for e in unlinked} == {
-        ("lead", "contact"), ("contact", "lead")}
+        ("lead", "contact"),
+        ("contact", "lead"),
+    }
     deleted = next(e for e in new if e.type == "lead_deleted")
     assert deleted.created_by == 0 and deleted.value_before == deleted.value_after == []
     assert len({e.id for e in sim.events.events}) == len(sim.events)
@@ -90,11 +109,14 @@ def test_links_tags_and_snapshots() -> None:
     sim.link_contact(lead_id, c1)
     sim.link_contact(lead_id, c2, is_main=True)
     assert [(c["id"], c["is_main"]) for c in sim.leads[lead_id]["_embedded"]["contacts"]] == [
-        (c1, False), (c2, True)]
+        (c1, False),
+        (c2, True),
+    ]
     assert lead_id in {x["id"] for x in sim.contacts[c2]["_embedded"]["leads"]}
     sim.unlink_contact(lead_id, c2)
     assert [(c["id"], c["is_main"]) for c in sim.leads[lead_id]["_embedded"]["contacts"]] == [
-        (c1, True)]
+        (c1, True)
+    ]
     sim.remove_lead_tag(lead_id, "a")
     sim.add_lead_tag(lead_id, "c")
     assert [t["name"] for t in sim.leads[lead_id]["_embedded"]["tags"]] == ["b", "c"]
@@ -122,16 +144,27 @@ def test_random_mutations_are_deterministic_and_varied() -> None:
     (done, leads, contacts), (done2, leads2, contacts2) = runs
     assert done == done2 and leads == leads2 and contacts == contacts2
     verbs = {d.split()[0] for d in done}
-    assert {"update", "status", "tags", "phones", "delete", "restore", "create_lead",
-            "link", "unlink", "bulk", "create_contact"} <= verbs
+    assert {
+        "update",
+        "status",
+        "tags",
+        "phones",
+        "delete",
+        "restore",
+        "create_lead",
+        "link",
+        "unlink",
+        "bulk",
+        "create_contact",
+    } <= verbs
 
 
-async def test_control_api_drives_the_simulator(sim: Simulator,
-                                                client: httpx.AsyncClient) -> None:
+async def test_control_api_drives_the_simulator(sim: Simulator, client: httpx.AsyncClient) -> None:
     lead_id = next(iter(sim.state.leads.rows))
-    updated = await client.post("/_sim/mutations/update_lead",
-                                json={"lead_id": lead_id, "name": "via http",
-                                      "custom_fields": {"752017": 77}})
+    updated = await client.post(
+        "/_sim/mutations/update_lead",
+        json={"lead_id": lead_id, "name": "via http", "custom_fields": {"752017": 77}},
+    )
     assert updated.status_code == 200 and updated.json()["result"]["name"] == "via http"
     assert sim.leads[lead_id]["name"] == "via http"
     missing = await client.post("/_sim/mutations/delete_lead", json={"lead_id": 1})

@@ -41,16 +41,28 @@ def lead_add(sim: Simulator) -> None:
 
 def lead_update(sim: Simulator) -> None:
     lead_id = int(sim.create_lead(name="Website request #1", tags=["website"])["id"])
-    sim.update_lead(lead_id, custom_fields={
-        LEAD_SOURCE: "Google", LEAD_COMMENT: "Call after 5 pm", LEAD_MEETING: 1748293200,
-        LEAD_PAID: True, LEAD_BUDGET: 1500})
+    sim.update_lead(
+        lead_id,
+        custom_fields={
+            LEAD_SOURCE: "Google",
+            LEAD_COMMENT: "Call after 5 pm",
+            LEAD_MEETING: 1748293200,
+            LEAD_PAID: True,
+            LEAD_BUDGET: 1500,
+        },
+    )
     sim.webhooks.attempts.clear()
     sim.update_lead(lead_id, status_id=sim.state.pipelines[0].statuses[2].id, price=1500)
 
 
 def lead_status(sim: Simulator) -> None:
-    lead_id = int(sim.create_lead(name="apple tv 3", tags=["repeat client"], custom_fields={
-        LEAD_COMMENT: "SN-1", LEAD_MEETING: 1615845600})["id"])
+    lead_id = int(
+        sim.create_lead(
+            name="apple tv 3",
+            tags=["repeat client"],
+            custom_fields={LEAD_COMMENT: "SN-1", LEAD_MEETING: 1615845600},
+        )["id"]
+    )
     sim.update_lead(lead_id, status_id=142)
 
 
@@ -65,8 +77,11 @@ def lead_restore(sim: Simulator) -> None:
 
 
 def lead_responsible(sim: Simulator) -> None:
-    sim.update_lead(plain_lead(sim), responsible_user_id=sim.state.users[-1].id,
-                    status_id=sim.state.pipelines[0].statuses[2].id)
+    sim.update_lead(
+        plain_lead(sim),
+        responsible_user_id=sim.state.users[-1].id,
+        status_id=sim.state.pipelines[0].statuses[2].id,
+    )
 
 
 def contact_add(sim: Simulator) -> None:
@@ -74,12 +89,16 @@ def contact_add(sim: Simulator) -> None:
 
 
 def contact_update(sim: Simulator) -> None:
-    contact_id = int(sim.create_contact(first_name="Jane", last_name="Doe",
-                                        phones=["+15550001111"], tags=["website"])["id"])
+    contact_id = int(
+        sim.create_contact(
+            first_name="Jane", last_name="Doe", phones=["+15550001111"], tags=["website"]
+        )["id"]
+    )
     for lead_id in list(sim.state.leads.rows)[:2]:
         sim.link_contact(lead_id, contact_id)
-    sim.update_contact(contact_id, custom_fields={CONTACT_POSITION: "CTO",
-                                                  CONTACT_EMAIL: "jane@example.com"})
+    sim.update_contact(
+        contact_id, custom_fields={CONTACT_POSITION: "CTO", CONTACT_EMAIL: "jane@example.com"}
+    )
 
 
 def contact_delete(sim: Simulator) -> None:
@@ -108,8 +127,11 @@ KINDS: dict[str, tuple[Callable[[Simulator], None], str]] = {
 def test_every_webhook_fixture_is_covered() -> None:
     from .helpers import FIXTURES
 
-    names = {p.name.removesuffix(".txt") for p in (FIXTURES / "webhooks").glob("*.txt")
-             if not p.name.endswith(".decoded.txt") and p.name != "headers.txt"}
+    names = {
+        p.name.removesuffix(".txt")
+        for p in (FIXTURES / "webhooks").glob("*.txt")
+        if not p.name.endswith(".decoded.txt") and p.name != "headers.txt"
+    }
     assert names == set(KINDS) | NOT_SIMULATED
 
 
@@ -146,8 +168,7 @@ def test_encoding_is_php_http_build_query() -> None:
         assert f"{php_quote(key)}={php_quote(value)}" == pair
 
 
-async def test_bulk_update_sends_one_body_with_indices(sim: Simulator,
-                                                       receiver: Receiver) -> None:
+async def test_bulk_update_sends_one_body_with_indices(sim: Simulator, receiver: Receiver) -> None:
     ids = list(sim.state.leads.rows)[:3]
     sim.webhooks.subscribe(HOOK_URL, ["update_lead"])
     sim.bulk_update_leads(ids, price=5)
@@ -194,8 +215,9 @@ async def test_retry_ladder_after_5xx(sim: Simulator, receiver: Receiver) -> Non
 
 
 @pytest.mark.parametrize("failure", ["404", "timeout"])
-async def test_other_failures_get_two_retries(failure: str, sim: Simulator,
-                                              receiver: Receiver) -> None:
+async def test_other_failures_get_two_retries(
+    failure: str, sim: Simulator, receiver: Receiver
+) -> None:
     if failure == "404":
         receiver.status = 404
     else:
@@ -269,16 +291,18 @@ async def test_delay_fault_reorders(sim: Simulator, receiver: Receiver) -> None:
     assert sorted(arrived) == created and arrived != created
 
 
-async def test_subscription_api(client: httpx.AsyncClient, sim: Simulator,
-                                receiver: Receiver) -> None:
+async def test_subscription_api(
+    client: httpx.AsyncClient, sim: Simulator, receiver: Receiver
+) -> None:
     body = {"destination": HOOK_URL, "settings": ["add_lead"], "sort": 3}
     first = await client.post("/api/v4/webhooks", json=body)
     again = await client.post("/api/v4/webhooks", json={**body, "settings": ["add_contact"]})
     assert first.status_code == again.status_code == 201
     assert first.json()["id"] == again.json()["id"]
     assert again.json()["settings"] == ["add_contact"]
-    other = await client.get("/api/v4/webhooks",
-                             params={"filter[destination]": "https://nope.test"})
+    other = await client.get(
+        "/api/v4/webhooks", params={"filter[destination]": "https://nope.test"}
+    )
     assert other.status_code == 204
     bad = await client.post("/api/v4/webhooks", json={"destination": "ftp://x", "settings": []})
     assert bad.status_code == 400
