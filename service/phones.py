@@ -1,8 +1,11 @@
 """Phone normalisation: every phone the service stores or matches goes through here.
 
 ``normalize_phone`` returns digits only, E.164 without the ``+``, or ``None`` when the input holds
-no possible number. The seed system's Peru rule comes first (a 9-digit number starting with 9 is a
-Peruvian mobile: ``51`` + the number); everything else is Google's libphonenumber.
+no possible number. For a Peruvian account (``region="PE"``, the default) the seed system's rule
+comes first: a bare 9-digit number starting with 9 is a Peruvian mobile, ``51`` + the number. In
+every other region that rule would be wrong (``912345678`` is a mobile in Chile, Portugal and
+Spain, ``901234567`` in Uzbekistan): the region's own numbering plan decides. Everything past the
+seed's rule is Google's libphonenumber.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ def normalize_phone(raw: str, region: str = "PE") -> str | None:
     digits = cleaned.lstrip("+")
     if not digits.isdigit():
         return None
-    # The seed's rule: a bare 9-digit number that starts with 9 is a Peruvian mobile.
-    if not cleaned.startswith("+") and len(digits) == 9 and digits.startswith("9"):
+    # The seed's rule, for Peruvian accounts only: a bare 9-digit number starting with 9.
+    if region == "PE" and not cleaned.startswith("+") and len(digits) == 9 and digits[0] == "9":
         return "51" + digits
     candidates = [cleaned] if cleaned.startswith("+") else [digits, "+" + digits]
     for candidate in candidates:

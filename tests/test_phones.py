@@ -57,5 +57,38 @@ def test_other_default_region() -> None:
     assert normalize_phone("(555) 000-1111", region="US") == "15550001111"
 
 
+# Local numbers in accounts of other regions: the Peru rule must not apply (a 9-digit number
+# starting with 9 is a local mobile in CL, PT, ES, UZ, EC), and the region's own plan decides.
+REGIONS = [
+    ("UZ", "90 123 45 67", "998901234567"),
+    ("UZ", "901234567", "998901234567"),
+    ("UZ", "+998 90 123 45 67", "998901234567"),
+    ("CL", "9 1234 5678", "56912345678"),
+    ("CL", "912345678", "56912345678"),
+    ("CL", "2 2123 4567", "56221234567"),
+    ("EC", "099 123 4567", "593991234567"),
+    ("EC", "991234567", "593991234567"),
+    ("EC", "02 212 3456", "59322123456"),
+    ("PT", "912 345 678", "351912345678"),
+    ("PT", "21 123 4567", "351211234567"),
+    ("ES", "612 34 56 78", "34612345678"),
+    ("ES", "912345678", "34912345678"),
+    ("MX", "55 1234 5678", "525512345678"),
+    ("BR", "(11) 98765-4321", "5511987654321"),
+    ("CO", "300 1234567", "573001234567"),
+    # a number with its own country code keeps it, whatever the region
+    ("CL", "+51 987 654 321", "51987654321"),
+    ("ES", "51987654321", "51987654321"),
+    # and a Peruvian account keeps the seed's rule
+    ("PE", "912345678", "51912345678"),
+]
+
+
+@pytest.mark.parametrize(("region", "raw", "expected"), REGIONS)
+def test_local_numbers_of_other_regions(region: str, raw: str, expected: str) -> None:
+    assert normalize_phone(raw, region) == expected
+
+
 def test_table_is_large_enough() -> None:
     assert len(CASES) >= 30
+    assert len({region for region, _, _ in REGIONS}) >= 6
