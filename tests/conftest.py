@@ -86,17 +86,15 @@ def keys(settings: Settings) -> Keys:
     return Keys(settings.redis_prefix)
 
 
-_TABLES = (
-    "leads, contacts, tags, lead_tags, contact_tags, lead_contacts, contact_phones, "
-    "pipelines, statuses, users, sync_cursors, oauth_tokens"
-)
-
-
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
     async with pool.acquire() as conn:
-        await conn.execute(f"TRUNCATE {_TABLES}")
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            " AND tablename <> 'schema_migrations'"
+        )
+        await conn.execute("TRUNCATE " + ", ".join(f'"{r["tablename"]}"' for r in tables))
         await conn.execute("ALTER SEQUENCE lead_version_seq RESTART")
     yield pool
     await pool.close()

@@ -59,6 +59,7 @@ class Report:
     settle_seconds: float = 0.0
     differences: list[str] = field(default_factory=list)
     unseen_versions: list[int] = field(default_factory=list)
+    stranded_not_relayed: list[int] = field(default_factory=list)  # committed, never on /ws
     secrets_in_logs: list[str] = field(default_factory=list)
     bad_input_problems: list[str] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +69,7 @@ class Report:
         return not (
             self.differences
             or self.unseen_versions
+            or self.stranded_not_relayed
             or self.secrets_in_logs
             or self.bad_input_problems
         )
@@ -164,10 +166,10 @@ class Processes:
         self.env, self.logs = env, logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, *args: str, **extra_env: str) -> None:
+    def start(self, name: str, *args: str, argv: list[str] | None = None, **extra_env: str) -> None:
         with open(self.logs / f"{name}.log", "ab") as out:  # the child keeps its own copy
             self.procs[name] = subprocess.Popen(
-                [str(BIN / "kommo-sync"), *args],
+                argv or [str(BIN / "kommo-sync"), *args],
                 env={**self.env, **extra_env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -199,6 +201,7 @@ class Follower:
     def __init__(self, base: str, token: str) -> None:
         self.base, self.token = base, token
         self.seen: set[int] = set()
+        self.live: set[int] = set()  # versions that arrived on the socket, not by catching up
         self.last = 0
         self.catch_ups = 0
         self.task: asyncio.Task[None] | None = None
@@ -233,6 +236,7 @@ class Follower:
                             msg = json.loads(raw)
                             if msg.get("event") == "lead_update":
                                 self.note(int(msg["data"]["version"]))
+                                self.live.add(int(msg["data"]["version"]))
                             elif msg.get("event") == "catch_up":
                                 await self.catch_up(client)
                 except (OSError, websockets.ConnectionClosed, httpx.HTTPError):
@@ -245,6 +249,60 @@ class Follower:
                 await self.task
         async with httpx.AsyncClient(timeout=10) as client:
             await self.catch_up(client)
+
+
+class FaultPlan:
+    """The process and server faults of the run, injected at chosen mutations."""
+
+    def __init__(self, procs: Processes, servers: Servers, sim: Simulator, db_url: str) -> None:
+        self.procs, self.servers, self.sim, self.db_url = procs, servers, sim, db_url
+        self.dying: subprocess.Popen[bytes] | None = None  # a worker that dies after a commit
+        self.stranded: set[int] = set()  # versions a dead writer committed, never published
+
+    async def inject(self, what: str) -> None:
+        if what == "storm":
+            self.sim.faults.update(self.sim.clock, storm_seconds=2)
+        elif what == "kill_worker":
+            self.procs.kill("worker2")
+            self.procs.start("worker2", "worker")
+        elif what == "die_after_commit":
+            self.procs.kill("worker1")
+            self.procs.start("worker1", argv=[sys.executable, "-m", "tests.dying_worker"])
+            self.dying = self.procs.procs["worker1"]
+        elif what == "restart_redis":
+            self.servers.restart_redis()
+        elif what == "restart_postgres":
+            await asyncio.to_thread(self.servers.restart_postgres)
+
+    async def check_dying(self) -> None:
+        """Once the dying worker is dead: note what it left in the outbox, start a real one."""
+        if self.dying is not None and self.dying.poll() is not None:
+            self.stranded |= await outbox_versions(self.db_url)
+            self.procs.start("worker1", "worker")
+            self.dying = None
+
+    async def finish_dying(self) -> None:
+        """The stream ended before the dying worker wrote a batch: give it changes to write."""
+        dying = self.dying
+        if dying is not None:
+            await wait_for("the dying worker", lambda: died(dying, self.sim), 30, every=0.05)
+            await self.check_dying()
+
+
+async def outbox_versions(db_url: str) -> set[int]:
+    async with connect(db_url) as conn:
+        return {r["version"] for r in await conn.fetch("SELECT version FROM lead_outbox")}
+
+
+async def died(proc: subprocess.Popen[bytes], sim: Simulator) -> bool:
+    """Whether the process ended; if not, give it a lead change to write (and die of)."""
+    if proc.poll() is not None:
+        return True
+    sim.update_lead(
+        min(i for i, lead in sim.leads.items() if not lead.get("is_deleted")),
+        price=int(time.time() * 1000) % 1_000_000,
+    )
+    return False
 
 
 async def wait_for(what: str, check: Any, timeout: float, every: float = 0.25) -> float:
@@ -347,6 +405,7 @@ async def run(
             events = {
                 int(mutations * f): what
                 for f, what in (
+                    (0.1, "die_after_commit"),
                     (0.2, "storm"),
                     (0.3, "kill_worker"),
                     (0.5, "restart_redis"),
@@ -354,25 +413,20 @@ async def run(
                     (0.8, "storm"),
                 )
             }
+            faults = FaultPlan(procs, servers, sim, db_url)
             started = time.monotonic()
             for n in range(mutations):
                 random_mutation(sim, rng)
-                what = events.get(n)
-                if what == "storm":
-                    sim.faults.update(sim.clock, storm_seconds=2)
-                elif what == "kill_worker":
-                    procs.kill("worker1")
-                    procs.start("worker1", "worker")
-                elif what == "restart_redis":
-                    servers.restart_redis()
-                elif what == "restart_postgres":
-                    await asyncio.to_thread(servers.restart_postgres)
-                if what:
+                if what := events.get(n):
                     log.info("mutation %d: %s", n, what)
+                    await faults.inject(what)
+                await faults.check_dying()
                 delay = started + (n + 1) / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)  # pacing the stream, not waiting for a result
             report.notes["stream_seconds"] = round(time.monotonic() - started, 1)
+            await faults.finish_dying()
+            stranded = faults.stranded
             sim.faults.reset()
             settle_started = time.monotonic()
             pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
@@ -393,6 +447,12 @@ async def run(
                     for r in await pool.fetch("SELECT version FROM leads WHERE version IS NOT NULL")
                 }
                 report.unseen_versions = sorted(final - follower.seen)[:10]
+                # the outbox sweep must have relayed what the dead writer left, live on /ws
+                report.notes["stranded_versions"] = len(stranded)
+                report.notes["writer_died_after_commit"] = bool(stranded)
+                report.stranded_not_relayed = sorted(stranded - follower.live)[:10]
+                if not stranded:  # the fault did not happen: the run proves nothing about it
+                    report.stranded_not_relayed = [-1]
                 report.notes["client_versions"] = len(follower.seen)
                 report.notes["client_catch_ups"] = follower.catch_ups
                 report.bad_input_problems = await bad_input(

@@ -23,6 +23,7 @@ async def test_mirror_converges_under_every_fault_at_once() -> None:
     replay = f"replay: python -m tests.convergence --seed {SEED} --mutations {MUTATIONS}"
     assert report.differences == [], f"first differing rows (seed {SEED}); {replay}"
     assert report.unseen_versions == [], f"versions the client never saw; {replay}"
+    assert report.stranded_not_relayed == [], f"committed, never relayed live; {replay}"
     assert report.secrets_in_logs == [], replay
     assert report.bad_input_problems == [], replay
     assert report.settle_seconds < 120

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from service.kommo.errors import KommoAuthError, KommoBlocked, KommoError
 from service.resources import SyncResources
-from service.sync import locks, status, subscription
+from service.sync import locks, outbox, status, subscription
 from service.sync.backfill import Backfill
 from service.sync.drain import Drain
 from service.sync.mirror import Mirror
@@ -106,6 +106,15 @@ async def reconcile_tick(ctx: dict[str, Any]) -> bool:
     async with job_edge(w, "reconcile"):
         ran = await w.reconciler.maybe_tick() is not None
     return ran
+
+
+async def publish_outbox(ctx: dict[str, Any]) -> int:
+    """Publish lead_update messages a writer committed but never published (it died)."""
+    w = worker_of(ctx)
+    swept = 0
+    async with job_edge(w, "publish_outbox"):
+        swept = await outbox.sweep(w.res)
+    return swept
 
 
 async def ensure_backfill(res: SyncResources) -> None:

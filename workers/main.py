@@ -69,6 +69,15 @@ def worker_options(
                 max_tries=1,
             ),
             cron(
+                jobs.publish_outbox,
+                name=keys.cron_name("cron:publish_outbox"),
+                second=set(range(60)),
+                keep_result=0,
+                unique=True,
+                timeout=60,
+                max_tries=1,
+            ),
+            cron(
                 jobs.check_webhook,
                 name=keys.cron_name("cron:check_webhook"),
                 minute=set(range(0, 60, 5)),

@@ -20,30 +20,24 @@ from service.store import Conn
 
 @dataclass(frozen=True)
 class LeadChange:
-    """One ``lead_update``: the ``data`` object of the message, after its commit."""
+    """One ``lead_update`` of a batch: its version, and the message as Postgres built it."""
 
     version: int
     action: str
     source: str
-    lead: dict[str, Any]
+    payload: str  # the whole envelope, JSON text, as queued in lead_outbox
+    updated_at: str | None = None  # the lead's updated_at as shown (ISO 8601)
     previous_updated_at: str | None = None  # what consumers were shown before (not sent)
 
     @property
     def edited(self) -> bool:
         """Did the lead itself change in Kommo (not only a contact, tag or link it shows)?"""
-        return self.lead.get("updated_at") != self.previous_updated_at
+        return self.updated_at != self.previous_updated_at
 
-    def envelope(self, account_id: int) -> dict[str, Any]:
-        return {
-            "event": "lead_update",
-            "account_id": account_id,
-            "data": {
-                "action": self.action,
-                "version": self.version,
-                "source": self.source,
-                "lead": self.lead,
-            },
-        }
+    @property
+    def lead(self) -> dict[str, Any]:
+        """The ``lead`` object of the message (parsed on demand)."""
+        return dict(json.loads(self.payload)["data"]["lead"])
 
 
 async def lock_account(conn: Conn, account_id: int) -> None:
@@ -131,7 +125,6 @@ WITH tag_lists AS (
 )
 UPDATE leads l SET
     shown = c.shown,
-    version = nextval('lead_version_seq'),
     last_source = $3,
     last_action = CASE
         WHEN c.old IS NULL THEN
@@ -141,27 +134,43 @@ UPDATE leads l SET
         ELSE 'updated' END
 FROM changed c
 WHERE l.account_id = $1 AND l.id = c.id
-RETURNING l.version, l.last_action, l.shown::text AS shown,
+RETURNING l.id, l.last_action, c.shown->>'updated_at' AS updated_at,
     c.old->>'updated_at' AS previous_updated_at
 """
 """What a batch of leads shows (the ``lead`` object of lead_update), computed for the batch in
-one statement; where it differs from what was last shown, a new version."""
+one statement and stored where it changed; their versions come next, under the version lock."""
 
 
 async def refresh_leads(
     conn: Conn, account_id: int, lead_ids: Collection[int], source: str
 ) -> list[LeadChange]:
-    """Recompute what these leads show; bump versions where it changed; return the changes.
+    """Recompute what these leads show; where it changed, a new version and a ``lead_update``
+    in the outbox (sql/003_outbox.sql). Returns the changes, ascending by version.
 
     Call it inside the transaction that holds :func:`lock_account`: writers are serialised per
-    account, so what a lead shows is computed from a state no other writer is changing.
+    account, so what a lead shows is computed from a state no other writer is changing. The
+    versions are taken last, under a deployment-wide lock held until commit, so that they
+    become visible in order across accounts.
     """
     if not lead_ids:
         return []
-    rows = await conn.fetch(_REFRESH, account_id, sorted(set(lead_ids)), source)
+    shown = await conn.fetch(_REFRESH, account_id, sorted(set(lead_ids)), source)
+    if not shown:
+        return []
+    rows = await conn.fetch(
+        "SELECT lead_id, version, payload FROM lead_assign_versions($1, $2::bigint[])",
+        account_id,
+        [r["id"] for r in shown],
+    )
+    by_id = {r["id"]: r for r in shown}
     changes = [
         LeadChange(
-            r["version"], r["last_action"], source, json.loads(r["shown"]), r["previous_updated_at"]
+            r["version"],
+            by_id[r["lead_id"]]["last_action"],
+            source,
+            r["payload"],
+            by_id[r["lead_id"]]["updated_at"],
+            by_id[r["lead_id"]]["previous_updated_at"],
         )
         for r in rows
     ]

@@ -10,7 +10,6 @@ returns them.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -27,7 +26,7 @@ from service.resources import SyncResources
 from service.settings import ConfigError
 from service.store import dictionaries, entities, leadview, links
 from service.store.leadview import LeadChange
-from service.sync import status
+from service.sync import outbox, status
 
 log = logging.getLogger(__name__)
 
@@ -135,21 +134,19 @@ class Mirror:
         return Outcome(written, deleted, changes)
 
     async def publish(self, changes: Sequence[LeadChange]) -> None:
+        """After the commit: publish the batch's messages and drop them from the outbox."""
         if not changes:
             return
-        channel = self.res.keys.lead_update
+        await outbox.publish(self.res, [(c.version, c.payload) for c in changes])
         now = time.time()
         latencies = []
-        async with self.res.redis.pipeline(transaction=False) as pipe:
-            for change in changes:
-                pipe.publish(channel, json.dumps(change.envelope(self.account_id)))
-                LEAD_UPDATES.labels(change.source, change.action).inc()
-                changed_at = _epoch(change.lead.get("updated_at"))
-                if changed_at is not None and change.edited and change.action != "deleted":
-                    FRESHNESS.labels(change.source).observe(max(0.0, now - changed_at))
-                    if change.source == "webhook":
-                        latencies.append(max(0.0, now - changed_at) * 1000)
-            await pipe.execute()
+        for change in changes:
+            LEAD_UPDATES.labels(change.source, change.action).inc()
+            changed_at = _epoch(change.updated_at)
+            if changed_at is not None and change.edited and change.action != "deleted":
+                FRESHNESS.labels(change.source).observe(max(0.0, now - changed_at))
+                if change.source == "webhook":
+                    latencies.append(max(0.0, now - changed_at) * 1000)
         await status.record_latencies(self.res.redis, self.res.keys, latencies)
 
     async def known(self, kind: EntityKind, ids: Collection[int]) -> set[int]:
