@@ -2,11 +2,13 @@
 
 Several deployments may share one Redis server: each sets its own ``REDIS_PREFIX``, and every
 name below starts with it (arq's own fixed ``arq:`` key prefixes aside: there the queue name
-and every job id carry the prefix, see :mod:`workers.main`). Nothing else in the code spells a
-key literal.
+and every job id carry the prefix, see :mod:`workers.main`). Pub/sub ignores the logical
+database, so the channel also carries the database number of ``REDIS_URL`` (when it is not 0):
+deployments that differ only by database never hear each other. Nothing else in the code
+spells a key literal.
 
 =========================================  ===================================================
-``lead_update``                            pub/sub channel of the ``lead_update`` envelope
+``lead_update[:db<N>]``                     pub/sub channel of the ``lead_update`` envelope
 ``arq:queue``, ``arq:health-check``        arq's queue (a ZSET of job ids) and health key
 ``job:<name>:<id>``                        arq job ids of our own (every enqueue names one)
 ``hints:*``                                the webhook hint queue (:mod:`service.sync.hints`)
@@ -22,6 +24,9 @@ key literal.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from service.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,11 @@ class Keys:
     """The deployment's key names; build one from ``Settings.redis_prefix``."""
 
     prefix: str = ""
+    db: int = 0  # the logical database of REDIS_URL
+
+    @classmethod
+    def of(cls, settings: Settings) -> Keys:
+        return cls(settings.redis_prefix, redis_db(settings.redis_dsn))
 
     def _k(self, name: str) -> str:
         return self.prefix + name
@@ -40,7 +50,7 @@ class Keys:
     # --- pub/sub and arq -------------------------------------------------------------------
     @property
     def lead_update(self) -> str:
-        return self._k("lead_update")
+        return self._k("lead_update" if self.db == 0 else f"lead_update:db{self.db}")
 
     @property
     def queue(self) -> str:
@@ -147,3 +157,14 @@ class Keys:
     @property
     def stats_errors(self) -> str:
         return self._k("stats:errors")
+
+
+def redis_db(url: str) -> int:
+    """The logical database a Redis URL selects (``redis://host/3``, ``?db=3``), 0 by default."""
+    parts = urlsplit(url)
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "db" and value.isdigit():
+            return int(value)
+    path = parts.path.strip("/")
+    return int(path) if path.isdigit() else 0

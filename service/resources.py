@@ -40,7 +40,7 @@ class SyncResources(Resources):
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     async with contextlib.AsyncExitStack() as stack:
-        keys = Keys(settings.redis_prefix)
+        keys = Keys.of(settings)
         pool = await asyncpg.create_pool(
             settings.database_dsn, min_size=1, max_size=10, command_timeout=60
         )

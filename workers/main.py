@@ -32,7 +32,7 @@ def worker_options(
 ) -> dict[str, Any]:
     """Keyword arguments for :class:`arq.worker.Worker`: the queue, the cron names and every
     job id carry ``REDIS_PREFIX``."""
-    keys = Keys(settings.redis_prefix)
+    keys = Keys.of(settings)
 
     async def startup(ctx: dict[str, Any]) -> None:
         async with contextlib.AsyncExitStack() as stack:

@@ -30,6 +30,7 @@ import logging
 import random
 import socket
 import uuid
+from typing import NamedTuple
 
 import asyncpg
 import uvicorn
@@ -41,6 +42,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from service.gateway.accounts import FOREIGN, Accounts
 from service.gateway.filters import Filter, FilterError
 from service.gateway.frames import Writer, text_frame
 from service.gateway.sockets import Out, Socket, message
@@ -62,6 +64,15 @@ _SILENT_AFTER, _DEAD_AFTER = 15.0, 10.0  # quiet subscription: PING Redis; no PO
 
 
 _PING = message(event="ping")
+
+
+class _Update(NamedTuple):
+    text: str
+    raw: bytes
+    account_id: int
+    version: int
+    lead_id: object
+    pipeline_id: object
 
 
 class Hub:
@@ -86,7 +97,9 @@ class Hub:
         close_timeout: float = 5.0,
     ) -> None:
         self.settings = settings
-        self.channel = Keys(settings.redis_prefix).lead_update
+        self.channel = Keys.of(settings).lead_update
+        self.accounts = Accounts(settings.kommo_account_id)
+        self._pool: asyncpg.Pool | None = None
         self.direct, self.buffer_limit = direct, buffer_limit
         self.queue_size, self.send_timeout = queue_size, send_timeout
         self.ping_interval, self.close_timeout = ping_interval, close_timeout
@@ -99,8 +112,10 @@ class Hub:
         self._stopping = False
 
     async def start(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
         async with pool.acquire() as conn:
             self.last_version = await reads.latest_version(conn)
+        await self.accounts.load(pool)
         self._tasks = [
             asyncio.create_task(self._subscribe_forever(), name="ws-hub-subscription"),
             asyncio.create_task(self._tick_forever(), name="ws-hub-tick"),
@@ -124,21 +139,44 @@ class Hub:
         """Offer messages to every socket, whatever its filter; never waits."""
         SENT.inc(len(out.texts) * sum([sock.offer(out) for sock in list(self._sockets)]))
 
-    def _dispatch(self, batch: list[bytes]) -> None:
-        """Relay the lead_update messages Redis had ready: each socket gets the frames its filter
-        matches in one write (batches grow only when the hub falls behind, and then catch up)."""
-        updates: list[tuple[str, bytes, object, object]] = []
+    def _parse(self, batch: list[bytes]) -> list[_Update]:
+        updates = []
         for raw in batch:
             text = raw.decode()
             try:
-                data = json.loads(text)["data"]
+                message = json.loads(text)
+                data, account_id = message["data"], int(message["account_id"])
                 version, lead = int(data["version"]), data["lead"]
                 lead_id, pipeline_id = lead.get("id"), lead.get("pipeline_id")
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("dropped a malformed lead_update message (%d bytes)", len(raw))
                 continue
-            self.last_version = max(self.last_version, version)
-            updates.append((text, text_frame(raw), lead_id, pipeline_id))
+            updates.append(_Update(text, raw, account_id, version, lead_id, pipeline_id))
+        return updates
+
+    async def _ours(self, updates: list[_Update]) -> list[_Update]:
+        """Only messages of this deployment's accounts (see service.gateway.accounts)."""
+        accounts = {u.account_id for u in updates}
+        if accounts <= self.accounts.known or self._pool is None:
+            return updates
+        ours = await self.accounts.ours(self._pool, accounts)
+        kept = [u for u in updates if u.account_id in ours]
+        if len(kept) < len(updates):
+            FOREIGN.inc(len(updates) - len(kept))
+            log.warning(
+                "dropped %d lead_update messages of accounts this deployment does not "
+                "mirror (another deployment on the same Redis?)",
+                len(updates) - len(kept),
+            )
+        return kept
+
+    def _dispatch(self, batch: list[_Update]) -> None:
+        """Relay the lead_update messages Redis had ready: each socket gets the frames its filter
+        matches in one write (batches grow only when the hub falls behind, and then catch up)."""
+        updates: list[tuple[str, bytes, object, object]] = []
+        for u in batch:
+            self.last_version = max(self.last_version, u.version)
+            updates.append((u.text, text_frame(u.raw), u.lead_id, u.pipeline_id))
         by_filter: dict[Filter, Out] = {}  # most sockets share a few filters: join once each
         sent = 0
         for sock in list(self._sockets):
@@ -192,8 +230,8 @@ class Hub:
                 while len(batch) < _BATCH and (msg := await pubsub.get_message(timeout=0)):
                     if msg["type"] == "message":  # already read from Redis: no wait
                         batch.append(msg["data"])
-                if batch:
-                    self._dispatch(batch)
+                if batch and (updates := await self._ours(self._parse(batch))):
+                    self._dispatch(updates)
                     await asyncio.sleep(0)  # let the sockets' own tasks run between batches
             elif ping_sent and now - ping_sent > _DEAD_AFTER:
                 raise TimeoutError("no PONG from redis")

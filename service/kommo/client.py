@@ -263,5 +263,5 @@ async def kommo_client(
             tokens = OAuthTokens(pool, http, settings.kommo_base_url, settings.oauth)
         else:
             raise ConfigError("KOMMO_TOKEN", "is required (or the KOMMO_CLIENT_* OAuth set)")
-        budget = budget or RateBudget(redis, Keys(settings.redis_prefix), settings.rate_limit)
+        budget = budget or RateBudget(redis, Keys.of(settings), settings.rate_limit)
         yield KommoClient(Wire(http, budget, tokens, retry=retry or RetryPolicy()))

@@ -59,3 +59,9 @@ async def counts(conn: Conn) -> Counts:
     )
     assert row is not None
     return Counts(row["leads"], row["contacts"], row["version"])
+
+
+async def mirrored_accounts(conn: Conn) -> set[int]:
+    """The accounts this deployment mirrors (every account has its cursors)."""
+    rows = await conn.fetch("SELECT DISTINCT account_id FROM sync_cursors")
+    return {int(r["account_id"]) for r in rows}
