@@ -145,6 +145,11 @@ class Keys:
     def budget_waiting(self, priority: int) -> str:
         return self._k(f"kommo:budget:waiting:{priority}")
 
+    @property
+    def budget_total_calls(self) -> str:
+        """The log of every budget's calls, for KOMMO_RATE_LIMIT_TOTAL."""
+        return self._k("kommo:budget:total:calls")
+
     # --- deployment-wide statistics (service.sync.status) ----------------------------------
     @property
     def stats(self) -> str:

@@ -1,16 +1,18 @@
-"""One Kommo request budget for the whole deployment, kept in Redis.
+"""One Kommo request budget, shared by every process, kept in Redis.
 
-Every web and worker process calls :meth:`RateBudget.acquire` before each Kommo request. One
-Lua script decides atomically, from shared state, whether the call may go now:
+Every web and worker process calls :meth:`RateBudget.acquire` before each Kommo request; the
+decision is one Lua script (:mod:`service.kommo.limiter`) over shared state:
 
-* a sliding one-second log (a sorted set) admits at most ``KOMMO_RATE_LIMIT`` calls per window;
-* calls are spaced evenly (one every window/limit), so nobody waits for a window to slide;
-* priorities: RECONCILE and BACKFILL may not take a slot while a higher-priority caller is
-  waiting (each waiter keeps a short-lived marker), so a webhook fetch waits at most one gap;
+* never more than ``KOMMO_RATE_LIMIT`` calls in any one-second window (a sliding log), and,
+  with ``KOMMO_RATE_LIMIT_TOTAL``, never more than that over several budgets together;
+* a quiet budget lets a short burst through at once (a webhook change reaches Kommo without
+  waiting); a busy one spaces calls evenly, so nobody waits for a window to slide;
+* priorities WEBHOOK > RECONCILE > BACKFILL > HISTORY, with one call per window reserved for a
+  waiting reconcile, so a flood of webhooks slows the reconcile but never starves it;
 * after a 429, :meth:`RateBudget.penalize` stops everyone until ``retry_after`` has passed,
-  then the deployment runs at half rate for a minute;
+  then the budget runs at half rate for a minute;
 * after a 403, :meth:`RateBudget.trip_breaker` makes every ``acquire`` raise
-  :class:`~service.errors.KommoBlocked` until the breaker expires or an operator resets it.
+  :class:`~service.kommo.errors.KommoBlocked` until the breaker expires or an operator resets it.
 
 A refused caller sleeps for the time the script computed (capped at ``max_sleep`` so that a
 breaker tripped meanwhile is noticed within a second), never in a tight loop. The clock is
@@ -35,7 +37,7 @@ from redis.exceptions import RedisError
 
 from service.keys import Keys
 from service.kommo.errors import KommoBlocked
-from service.scripts import Script
+from service.kommo.limiter import ACQUIRE, PENALIZE, STATUS, TRIP
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +51,12 @@ PACING = 1.05
 
 
 class Priority(IntEnum):
-    """Lower value wins: webhook-triggered fetches go first, then reconcile, then backfill."""
+    """Lower value wins: webhook fetches first, then reconcile, backfill, the history import."""
 
     WEBHOOK = 0
     RECONCILE = 1
     BACKFILL = 2
+    HISTORY = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,117 +70,6 @@ class BreakerInfo:
 class Usage:
     last_second: int
     last_minute: int
-
-
-_NOW = """
-local function fmt(x) return string.format('%.6f', x) end
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-"""
-
-# KEYS: calls, state, breaker, waiting:0, waiting:1, waiting:2
-# ARGV: now, priority, capacity, slow capacity, window, member, max sleep, history, pacing
-_ACQUIRE = Script(
-    _NOW
-    + """
-local prio, cap, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
-local history = tonumber(ARGV[8])
-local b = redis.call('GET', KEYS[3])
-if b and tonumber(cjson.decode(b)['until']) > now then return {2, b} end
-local wait = 0
-local pen = tonumber(redis.call('HGET', KEYS[2], 'penalty_until') or '0')
-if pen > now then
-  wait = pen - now
-else
-  if tonumber(redis.call('HGET', KEYS[2], 'slow_until') or '0') > now then
-    cap = tonumber(ARGV[4])
-  end
-  local gap = window / cap * tonumber(ARGV[9])
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - history))
-  local since = '(' .. fmt(now - window)
-  local used = redis.call('ZCOUNT', KEYS[1], since, '+inf')
-  if used >= cap then
-    local nth = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES',
-                           'LIMIT', used - cap, 1)
-    wait = tonumber(nth[2]) + window - now
-  else
-    -- Even spacing: a burst of calls followed by a long pause would hold every waiter back
-    -- until the window slides; one call every window/capacity keeps waits short.
-    local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-    if last[2] and now - tonumber(last[2]) < gap then
-      wait = gap - (now - tonumber(last[2]))
-    end
-    for q = 0, prio - 1 do
-      if wait > 0 then break end
-      redis.call('ZREMRANGEBYSCORE', KEYS[4 + q], '-inf', fmt(now))
-      if redis.call('ZCARD', KEYS[4 + q]) > 0 then
-        wait = window / tonumber(ARGV[3])
-        break
-      end
-    end
-  end
-end
-local mine = KEYS[4 + prio]
-if wait <= 0 then
-  redis.call('ZADD', KEYS[1], fmt(now), ARGV[6])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(history * 1000) + 1000)
-  redis.call('ZREM', mine, ARGV[6])
-  return {0, fmt(now)}
-end
-local nap = math.min(wait, tonumber(ARGV[7]))
-redis.call('ZADD', mine, fmt(now + nap + 1), ARGV[6])
-redis.call('PEXPIRE', mine, math.ceil((nap + 2) * 1000))
-return {1, fmt(wait)}
-"""
-)
-
-# KEYS: state. ARGV: now, retry_after, slow seconds
-_PENALIZE = Script(
-    _NOW
-    + """
-local pen = math.max(now + tonumber(ARGV[2]),
-                     tonumber(redis.call('HGET', KEYS[1], 'penalty_until') or '0'))
-local slow = math.max(pen + tonumber(ARGV[3]),
-                      tonumber(redis.call('HGET', KEYS[1], 'slow_until') or '0'))
-redis.call('HSET', KEYS[1], 'penalty_until', fmt(pen), 'slow_until', fmt(slow))
-redis.call('PEXPIRE', KEYS[1], math.ceil((slow - now) * 1000) + 1000)
-return fmt(pen)
-"""
-)
-
-# KEYS: breaker. ARGV: now, seconds, reason. An open breaker keeps its trip time, extends `until`.
-_TRIP = Script(
-    _NOW
-    + """
-local info = {reason = ARGV[3], tripped_at = now, ['until'] = now + tonumber(ARGV[2])}
-local old = redis.call('GET', KEYS[1])
-if old then
-  old = cjson.decode(old)
-  if tonumber(old['until']) > now then
-    info['tripped_at'] = old['tripped_at']
-    info['reason'] = old['reason']
-    info['until'] = math.max(info['until'], tonumber(old['until']))
-  end
-end
-local text = cjson.encode(info)
-redis.call('SET', KEYS[1], text, 'PX', math.ceil((info['until'] - now) * 1000) + 1000)
-return text
-"""
-)
-
-# KEYS: breaker, calls. ARGV: now
-_STATUS = Script(
-    _NOW
-    + """
-local b = redis.call('GET', KEYS[1])
-if b and tonumber(cjson.decode(b)['until']) <= now then b = false end
-return {b or '', redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now - 1), '+inf'),
-        redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now - 60), '+inf')}
-"""
-)
 
 
 class RateBudget:
@@ -194,15 +86,24 @@ class RateBudget:
         slow_factor: float = 0.5,
         slow_seconds: float = 60.0,
         max_sleep: float = 0.5,
+        burst: int | None = None,
+        reserve: int = 1,
+        total_limit: float | None = None,
     ) -> None:
         self.window = max(1.0, 1.0 / rate_limit)
         self.capacity = max(1, math.floor(rate_limit * self.window + 1e-9))
         self.slow_capacity = max(1, math.floor(self.capacity * slow_factor))
+        self.burst = max(1, self.capacity // 2) if burst is None else burst
+        self.reserve = min(reserve, self.capacity - 1)
+        self.total_capacity = (
+            0 if total_limit is None else max(1, math.floor(total_limit * self.window + 1e-9))
+        )
         self.slow_seconds = slow_seconds
         self.max_sleep = max_sleep
         self._history = max(60.0, self.window)
         self._clock, self.sleep = clock, sleep
         self._calls, self._state = keys.budget_calls, keys.budget_state
+        self._total = keys.budget_total_calls if total_limit is not None else ""
         self._breaker = keys.budget_breaker
         self._stats = keys.stats  # deployment-wide counters, see service.sync.status
         self._waiting = [keys.budget_waiting(p.value) for p in Priority]
@@ -218,11 +119,11 @@ class RateBudget:
         Raises KommoBlocked while the breaker is open.
         """
         member = uuid.uuid4().hex
-        keys = [self._calls, self._state, self._breaker, *self._waiting]
+        keys = [self._calls, self._state, self._breaker, self._total, *self._waiting]
         registered = False
         try:
             while True:
-                status, value = await _ACQUIRE(
+                status, value = await ACQUIRE(
                     self._redis,
                     keys=keys,
                     args=[
@@ -235,6 +136,9 @@ class RateBudget:
                         self.max_sleep,
                         self._history,
                         PACING,
+                        self.burst,
+                        self.reserve,
+                        self.total_capacity,
                     ],
                 )
                 if int(status) == 0:
@@ -251,7 +155,7 @@ class RateBudget:
 
     async def penalize(self, retry_after: float) -> None:
         """After a 429: nobody calls for ``retry_after`` seconds, then half rate for a while."""
-        until = await _PENALIZE(
+        until = await PENALIZE(
             self._redis,
             keys=[self._state],
             args=[self._now(), max(0.0, retry_after), self.slow_seconds],
@@ -267,7 +171,7 @@ class RateBudget:
 
     async def trip_breaker(self, seconds: float = 900.0, reason: str = "HTTP 403") -> BreakerInfo:
         """Stop every process's Kommo calls for ``seconds`` (extends an open breaker)."""
-        text = await _TRIP(self._redis, keys=[self._breaker], args=[self._now(), seconds, reason])
+        text = await TRIP(self._redis, keys=[self._breaker], args=[self._now(), seconds, reason])
         await self._redis.hincrby(self._stats, "kommo_403", 1)  # type: ignore[misc]
         info = _breaker_info(text)
         self._announce(info)
@@ -275,7 +179,7 @@ class RateBudget:
 
     async def breaker(self) -> BreakerInfo | None:
         """The open breaker, or None."""
-        text, _, _ = await _STATUS(
+        text, _, _ = await STATUS(
             self._redis, keys=[self._breaker, self._calls], args=[self._now()]
         )
         return _breaker_info(text) if _text(text) else None
@@ -289,7 +193,7 @@ class RateBudget:
 
     async def usage(self) -> Usage:
         """Calls admitted deployment-wide in the last second and the last minute."""
-        _, second, minute = await _STATUS(
+        _, second, minute = await STATUS(
             self._redis, keys=[self._breaker, self._calls], args=[self._now()]
         )
         return Usage(int(second), int(minute))
