@@ -10,9 +10,8 @@ import pytest
 
 from kommo_sim import RateLimitConfig, Simulator
 from kommo_sim.seed import CONTACT_EMAIL, CONTACT_POSITION, LEAD_COMMENT, LEAD_MEETING
-
-from .conftest import TOKEN, make_config
-from .helpers import FIXTURES, fixture_json, shape_mismatches
+from tests.sim.account import TOKEN, make_config
+from tests.sim.helpers import FIXTURES, fixture_json, shape_mismatches
 
 NOT_SIMULATED = {
     "errors/403_scope.json": "the token always carries admin rights",
