@@ -37,9 +37,10 @@ async def client(running: Running, **kw: Any) -> tuple[ClientConnection, dict[st
 
 async def next_event(ws: ClientConnection, event: str, timeout: float = 5) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
-        while (msg := json.loads(await ws.recv()))["event"] != event:
-            pass
-    return msg  # type: ignore[no-any-return]
+        while True:
+            msg: dict[str, Any] = json.loads(await ws.recv())
+            if msg["event"] == event:
+                return msg
 
 
 async def read_changes(http: httpx.AsyncClient, after: int, limit: int = 30) -> list[int]:

@@ -157,9 +157,9 @@ async def oauth_error(sim: Simulator, client: httpx.AsyncClient) -> httpx.Respon
     )
 
 
-def get(path: str, **params: object) -> Scenario:
+def get(path: str, **params: str | int) -> Scenario:
     async def call(sim: Simulator, client: httpx.AsyncClient) -> httpx.Response:
-        return await client.get(path, params=params)  # type: ignore[arg-type]
+        return await client.get(path, params=params)
 
     return call
 
