@@ -34,7 +34,11 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[ASGIApp]:
             started.set_exception(RuntimeError(f"app start-up failed: {message.get('message')}"))
 
     scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
-    task = asyncio.create_task(app(scope, inbox.get, send))
+
+    async def run() -> None:  # create_task wants a coroutine; an ASGI app returns an awaitable
+        await app(scope, inbox.get, send)
+
+    task = asyncio.create_task(run())
     await inbox.put({"type": "lifespan.startup"})
     done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
     if started not in done:

@@ -8,9 +8,7 @@ Redis key prefix, so two runs at once never collide; every test that asks for ``
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -21,17 +19,14 @@ from devenv.asgi import lifespan
 from service.keys import Keys
 from service.settings import Needs, Settings
 from service.store.migrations import migrate
-
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-RUN_ID = uuid.uuid4().hex[:10]
-WEBHOOK_SECRET = "s" * 8 + uuid.uuid4().hex  # 40 characters, per run
-WS_TOKEN = "test-token-" + RUN_ID
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
+from tests.session import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REDIS_URL,
+    RUN_ID,
+    WEBHOOK_SECRET,
+    WS_TOKEN,
+    with_database,
+)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +38,7 @@ async def database_url() -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = _with_database(admin_url, name)
+    url = with_database(admin_url, name)
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn)

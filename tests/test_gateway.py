@@ -8,70 +8,22 @@ import json
 import socket
 import statistics
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-import uvicorn
-from conftest import WS_TOKEN
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from service.gateway import hub as gateway
 from service.gateway.hub import Hub
 from service.keys import Keys
 from service.settings import Settings
-from service.web.app import create_app
-
-ACCOUNT = 31000001
-
-
-@dataclass
-class Running:
-    server: uvicorn.Server
-    hub: Hub
-    port: int
-    http: httpx.AsyncClient
-    task: asyncio.Task[None]
-
-    def url(self, token: str | None = WS_TOKEN) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws" + (f"?token={token}" if token else "")
-
-
-@contextlib.asynccontextmanager
-async def serve(
-    settings: Settings, hub: Hub | None = None, *, graceful: bool = False, **options: Any
-) -> AsyncIterator[Running]:
-    """The app under uvicorn on a pre-bound loopback socket, its hub subscribed; ``options``
-    override uvicorn's settings."""
-    hub = Hub(settings) if hub is None else hub
-    config = uvicorn.Config(
-        create_app(settings, hub=hub),
-        **{"lifespan": "on", "ws_per_message_deflate": False, "log_level": "warning", **options},
-    )
-    server = gateway.Server(config, hub) if graceful else uvicorn.Server(config)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    port = sock.getsockname()[1]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-        async with asyncio.timeout(15):
-            assert (await http.get("/healthz")).status_code == 200  # answered once started
-            await hub.subscribed.wait()
-        running = Running(server, hub, port, http, task)
-        try:
-            yield running
-        finally:
-            server.should_exit = True
-            async with asyncio.timeout(15):
-                await task
+from tests.session import WS_TOKEN
+from tests.web import Running, change, serve
 
 
 async def client(running: Running, **kw: Any) -> tuple[ClientConnection, dict[str, Any]]:
@@ -83,53 +35,12 @@ async def client(running: Running, **kw: Any) -> tuple[ClientConnection, dict[st
     return ws, hello
 
 
-async def change(
-    pool: asyncpg.Pool,
-    redis: Redis | None,
-    settings: Settings,
-    lead_id: int,
-    *,
-    pipeline_id: int = 7000001,
-    action: str = "updated",
-    pad: int = 0,
-) -> tuple[int, str]:
-    """Write one lead change (a new version) and publish its lead_update; (version, text)."""
-    lead = {
-        "id": lead_id,
-        "name": f"lead {lead_id}",
-        "pipeline_id": pipeline_id,
-        "is_deleted": action == "deleted",
-        "note": "x" * pad,
-    }
-    version = await pool.fetchval(
-        """INSERT INTO leads (account_id, id, pipeline_id, updated_at, raw, is_deleted,
-                              shown, version, last_action, last_source)
-           VALUES ($1, $2, $3, now(), '{}', $4, $5::jsonb, nextval('lead_version_seq'), $6,
-                   'webhook')
-           ON CONFLICT (account_id, id) DO UPDATE SET
-               pipeline_id = EXCLUDED.pipeline_id, is_deleted = EXCLUDED.is_deleted,
-               shown = EXCLUDED.shown, version = EXCLUDED.version,
-               last_action = EXCLUDED.last_action
-           RETURNING version""",
-        ACCOUNT,
-        lead_id,
-        pipeline_id,
-        action == "deleted",
-        json.dumps(lead),
-        action,
-    )
-    data = {"action": action, "version": version, "source": "webhook", "lead": lead}
-    text = json.dumps({"event": "lead_update", "account_id": ACCOUNT, "data": data})
-    if redis is not None:
-        await redis.publish(Keys(settings.redis_prefix).lead_update, text)
-    return version, text
-
-
 async def next_event(ws: ClientConnection, event: str, timeout: float = 5) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
-        while (msg := json.loads(await ws.recv()))["event"] != event:
-            pass
-    return msg  # type: ignore[no-any-return]
+        while True:
+            msg: dict[str, Any] = json.loads(await ws.recv())
+            if msg["event"] == event:
+                return msg
 
 
 async def read_changes(http: httpx.AsyncClient, after: int, limit: int = 30) -> list[int]:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import WEBHOOK_SECRET, WS_TOKEN
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from service.keys import Keys
 from service.settings import Settings
+from tests.session import WEBHOOK_SECRET, WS_TOKEN
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kommo" / "webhooks"
 FORM = {"content-type": "application/x-www-form-urlencoded"}

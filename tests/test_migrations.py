@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 
 from service.store.migrations import MigrationError, discover, migrate
-from tests.conftest import _with_database
+from tests.session import with_database
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ async def blank_db(database_url: str) -> AsyncIterator[str]:
     name = f"kommo_mig_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(database_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(database_url, name)
+    yield with_database(database_url, name)
     await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     await admin.close()
 

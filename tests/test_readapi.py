@@ -8,10 +8,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import WS_TOKEN
-from test_gateway import ACCOUNT, change, serve
 
 from service.settings import Settings
+from tests.session import WS_TOKEN
+from tests.web import ACCOUNT, change, serve
 
 AUTH = {"Authorization": f"Bearer {WS_TOKEN}"}
 

@@ -17,15 +17,6 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from starlette.applications import Starlette
-from test_webhook_parser import (
-    FIXTURES,
-    Case,
-    expected_hints,
-    fixture_bodies,
-    garbage,
-    mutated_bodies,
-    valid_cases,
-)
 
 from devenv.asgi import lifespan
 from service.keys import Keys
@@ -35,6 +26,15 @@ from service.sync.hints import Hints
 from service.web.app import create_app
 from service.web.webform import parse_webhook
 from service.web.webhooks import RedactWebhookPath
+from tests.webhook_bodies import (
+    FIXTURES,
+    Case,
+    expected_hints,
+    fixture_bodies,
+    garbage,
+    mutated_bodies,
+    valid_cases,
+)
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 

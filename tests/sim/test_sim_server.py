@@ -16,9 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kommo_sim import SimConfig, Simulator, serve, serve_app
-
-from .conftest import TOKEN, make_config
-from .helpers import parse_php_form
+from tests.sim.account import TOKEN, make_config
+from tests.sim.helpers import parse_php_form
 
 
 class Inbox:

@@ -10,9 +10,8 @@ import pytest
 
 from kommo_sim import RateLimitConfig, Simulator
 from kommo_sim.seed import CONTACT_EMAIL, CONTACT_POSITION, LEAD_COMMENT, LEAD_MEETING
-
-from .conftest import TOKEN, make_config
-from .helpers import FIXTURES, fixture_json, shape_mismatches
+from tests.sim.account import TOKEN, make_config
+from tests.sim.helpers import FIXTURES, fixture_json, shape_mismatches
 
 NOT_SIMULATED = {
     "errors/403_scope.json": "the token always carries admin rights",
@@ -158,9 +157,9 @@ async def oauth_error(sim: Simulator, client: httpx.AsyncClient) -> httpx.Respon
     )
 
 
-def get(path: str, **params: object) -> Scenario:
+def get(path: str, **params: str | int) -> Scenario:
     async def call(sim: Simulator, client: httpx.AsyncClient) -> httpx.Response:
-        return await client.get(path, params=params)  # type: ignore[arg-type]
+        return await client.get(path, params=params)
 
     return call
 

@@ -20,9 +20,8 @@ from kommo_sim.seed import (
     LEAD_PAID,
     LEAD_SOURCE,
 )
-
-from .conftest import HOOK_URL, Receiver
-from .helpers import fixture_form, form_paths, parse_php_form
+from tests.sim.account import HOOK_URL, Receiver
+from tests.sim.helpers import FIXTURES, fixture_form, form_paths, parse_php_form
 
 NOT_SIMULATED = {"company_add", "company_delete", "dp_lead_add", "dp_lead_status"}
 
@@ -125,8 +124,6 @@ KINDS: dict[str, tuple[Callable[[Simulator], None], str]] = {
 
 
 def test_every_webhook_fixture_is_covered() -> None:
-    from .helpers import FIXTURES
-
     names = {
         p.name.removesuffix(".txt")
         for p in (FIXTURES / "webhooks").glob("*.txt")
