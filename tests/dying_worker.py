@@ -18,5 +18,5 @@ async def _die(*args: Any, **kwargs: Any) -> None:
 
 
 if __name__ == "__main__":
-    outbox.publish = _die  # type: ignore[assignment]
+    outbox.publish = _die
     sys.exit(cli.main(["worker"]))
