@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -66,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="cursors, lag, last reconcile, queue depth, budget")
     p.set_defaults(run=_status)
+
+    p = sub.add_parser(
+        "purge", help="remove the personal data of entities deleted in Kommo before a date"
+    )
+    p.add_argument(
+        "--deleted-before",
+        required=True,
+        type=_date,
+        metavar="DATE",
+        help="YYYY-MM-DD or an ISO 8601 time (UTC unless it says otherwise)",
+    )
+    p.set_defaults(run=_purge)
 
     p = sub.add_parser("webhooks", help="manage the Kommo webhook subscription")
     p.add_argument("action", choices=("install", "check", "uninstall"))
@@ -180,6 +194,35 @@ def _status(args: argparse.Namespace) -> int:
             status = await gather_status(res)
         _out(json.dumps(status, indent=2, default=str))
         return 1 if status["kommo"]["breaker"] or status["reconcile"]["stale"] else 0
+
+    return _run(go())
+
+
+def _date(text: str) -> float:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (want YYYY-MM-DD)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _purge(args: argparse.Namespace) -> int:
+    settings = _settings(Needs.DATABASE | Needs.REDIS, "purge")
+
+    async def go() -> int:
+        from service.resources import open_resources
+        from service.sync.retention import purge
+
+        if args.deleted_before > time.time():
+            raise ConfigError("--deleted-before", "is in the future")
+        async with open_resources(settings) as res:
+            removed = await purge(res, args.deleted_before)
+        when = datetime.fromtimestamp(args.deleted_before, UTC).isoformat(timespec="seconds")
+        _out(
+            f"purged the personal data of {', '.join(f'{n} {k}' for k, n in removed.items())} "
+            f"deleted before {when}"
+        )
+        return 0
 
     return _run(go())
 

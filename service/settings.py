@@ -74,6 +74,7 @@ class Settings:
     worker_metrics_port: int | None = None
     public_url: str | None = None
     kommo_subdomain: str | None = None
+    purge_deleted_after_days: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], needs: Needs = Needs.NOTHING) -> Settings:
@@ -134,6 +135,7 @@ class Settings:
             worker_metrics_port=r.integer("WORKER_METRICS_PORT", None, low=1, high=65535),
             public_url=(r.url_plain("PUBLIC_URL") or "").rstrip("/") or None,
             kommo_subdomain=sub.lower() if sub else None,
+            purge_deleted_after_days=r.integer("PURGE_DELETED_AFTER_DAYS", None, low=1, high=36500),
         )
 
     @property

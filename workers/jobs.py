@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from service.kommo.errors import KommoAuthError, KommoBlocked, KommoError
 from service.resources import SyncResources
-from service.sync import locks, outbox, status, subscription
+from service.sync import locks, outbox, retention, status, subscription
 from service.sync.backfill import Backfill
 from service.sync.drain import Drain
 from service.sync.mirror import Mirror
@@ -115,6 +115,18 @@ async def publish_outbox(ctx: dict[str, Any]) -> int:
     async with job_edge(w, "publish_outbox"):
         swept = await outbox.sweep(w.res)
     return swept
+
+
+async def purge_deleted(ctx: dict[str, Any]) -> int:
+    """Daily, with PURGE_DELETED_AFTER_DAYS: scrub personal data of long-deleted entities."""
+    w = worker_of(ctx)
+    days = w.res.settings.purge_deleted_after_days
+    if days is None:
+        return 0
+    removed: dict[str, int] = {}
+    async with job_edge(w, "purge_deleted"):
+        removed = await retention.purge(w.res, time.time() - days * 86400)
+    return sum(removed.values())
 
 
 async def ensure_backfill(res: SyncResources) -> None:

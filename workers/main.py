@@ -78,6 +78,17 @@ def worker_options(
                 max_tries=1,
             ),
             cron(
+                jobs.purge_deleted,
+                name=keys.cron_name("cron:purge_deleted"),
+                hour=3,
+                minute=17,
+                second=0,
+                keep_result=0,
+                unique=True,
+                timeout=3600,
+                max_tries=1,
+            ),
+            cron(
                 jobs.check_webhook,
                 name=keys.cron_name("cron:check_webhook"),
                 minute=set(range(0, 60, 5)),

@@ -132,3 +132,33 @@ async def analyze(conn: Conn) -> None:
     await conn.execute(
         "ANALYZE leads, contacts, tags, lead_tags, contact_tags, lead_contacts, contact_phones"
     )
+
+
+async def scrub_deleted(conn: Conn, account_id: int, kind: EntityKind, before: float) -> list[int]:
+    """Remove the personal data of entities tombstoned before ``before`` (Unix s): their raw
+    copy, custom fields and text columns, and what hangs off them (phones, tags, links). The
+    tombstone itself stays (id, deleted_at, version), so a late update can't resurrect the row.
+    Returns the ids scrubbed now (each once)."""
+    texts = [c.name for c in kind.columns if c.type == "text"]
+    blank = "".join(f", {name} = ''" for name in texts)
+    shown = (
+        ", shown = jsonb_build_object('id', id, 'is_deleted', true)" if kind.name == "leads" else ""
+    )
+    rows = await conn.fetch(
+        f"""UPDATE {kind.name} SET raw = '{{}}'::jsonb, custom_fields = '[]'::jsonb{blank}{shown}
+            WHERE account_id = $1 AND is_deleted AND deleted_at < to_timestamp($2)
+              AND raw <> '{{}}'::jsonb
+            RETURNING id""",
+        account_id,
+        before,
+    )
+    ids = [r["id"] for r in rows]
+    if ids:
+        tables = [kind.tag_table, kind.phones_table, *(link.table for link in kind.links)]
+        for table in filter(None, tables):
+            await conn.execute(
+                f"DELETE FROM {table} WHERE account_id = $1 AND {kind.owner} = ANY($2::bigint[])",
+                account_id,
+                ids,
+            )
+    return ids
