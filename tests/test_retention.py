@@ -55,6 +55,7 @@ async def test_purge_removes_personal_data_and_keeps_the_tombstone(
     async with pool.acquire() as conn:
         lead = await conn.fetchrow("SELECT * FROM leads")
         contact = await conn.fetchrow("SELECT * FROM contacts")
+        assert lead is not None and contact is not None
         assert lead["is_deleted"] and lead["deleted_at"] is not None and lead["version"]
         assert (lead["name"], json.loads(lead["raw"]), json.loads(lead["custom_fields"])) == (
             "",
