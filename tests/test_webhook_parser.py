@@ -23,7 +23,7 @@ if not FIXTURES.is_dir():  # the checkout's own copy, when the shared folder is 
 # fixture name -> what it must queue (account 31000001 / examplecorp in all of them)
 def flat(**fields: Any) -> Hints:
     """Hints from the flat names of the queues (lead_changes=…, contact_deletes=…)."""
-    hints = Hints(**{k: v for k, v in fields.items() if "_" not in k or k == "account_id"})
+    hints = Hints(**{k: v for k, v in fields.items() if "_" not in k or k == "account_ids"})
     for name, value in fields.items():
         kind, _, what = name.partition("_")
         if what in ("changes", "deletes", "restores"):
@@ -60,7 +60,7 @@ def fixture_bodies() -> list[str]:
 
 
 def expected_hints(name: str) -> Hints:
-    return flat(account_id=31000001, subdomain="examplecorp", **EXPECTED[name])
+    return flat(account_ids={31000001}, subdomain="examplecorp", **EXPECTED[name])
 
 
 def test_every_fixture_is_covered() -> None:
@@ -115,7 +115,7 @@ def test_several_kinds_sparse_indices_any_order_account_last() -> None:
         )
     )
     assert hints == flat(
-        account_id=31000001,
+        account_ids={31000001},
         subdomain="examplecorp",
         lead_changes={11: 20, 12: 30},
         contact_changes={21: 0, 22: 0},
@@ -126,9 +126,9 @@ def test_several_kinds_sparse_indices_any_order_account_last() -> None:
 
 
 def test_account_absent_or_subdomain_only() -> None:
-    assert parse_webhook(b"leads[add][0][id]=5").account_id is None
+    assert parse_webhook(b"leads[add][0][id]=5").account_ids == set()
     hints = parse_webhook(b"leads%5Badd%5D%5B0%5D%5Bid%5D=5&account%5Bsubdomain%5D=old")
-    assert (hints.account_id, hints.subdomain, hints.changes["leads"]) == (None, "old", {5: 0})
+    assert (hints.account_ids, hints.subdomain, hints.changes["leads"]) == (set(), "old", {5: 0})
 
 
 def test_delete_wins_over_a_change_of_the_same_id() -> None:
@@ -205,7 +205,7 @@ def test_unusual_but_valid_forms() -> None:
         (b"contacts[add][0][id]=1&contacts[add][0][type]=customer", "not contact or company"),
         (b"contacts[add][0][id]=1&contacts[add][0][type]=", "not contact or company"),
         (b"leads[add][0][id]=1&account[id]=abc", "account[id] is not a positive integer"),
-        (b"leads[add][0][id]=1&account[id]=1&account[id]=2", "two different account[id]"),
+        (b"leads[add][0][id]=1&account[id]=1&account[id]=2", "two different accounts"),
         (b"leads[add][0][id]=1&leads[add][0][name]=100%", "malformed percent-encoding"),
         (b"leads[add][0][id]=1&leads[add][0][name]=%zz", "malformed percent-encoding"),
         (b"leads%5Badd%5D%5B0%5D%5Bid%5D=1%", "malformed percent-encoding"),
@@ -330,7 +330,7 @@ def valid_cases(draw: st.DrawFn, account_id: int = 31000001) -> Case:
         acc = []
     else:
         expected.subdomain = "examplecorp"
-        expected.account_id = account_id if account != "subdomain" else None
+        expected.account_ids = {account_id} if account != "subdomain" else set()
     if account == "first":
         fields = acc + fields
     elif account == "middle":

@@ -76,9 +76,13 @@ class Hints:
     Per entity kind name: ``changes`` maps id -> max(last_modified, updated_at) from the body (0
     when absent) and includes the restored ids; ``deletes`` never shares an id with ``changes``
     unless that id was also restored in the same body.
+
+    ``account_ids`` holds every account id the body names (``account[id]`` and each record's
+    ``account_id``), ``subdomain`` its account's subdomain (lower case, no host suffix); both
+    are empty in old bodies that name no account.
     """
 
-    account_id: int | None = None
+    account_ids: set[int] = dataclasses.field(default_factory=set)
     subdomain: str | None = None
     changes: dict[str, dict[int, int]] = dataclasses.field(default_factory=_dict)
     deletes: dict[str, set[int]] = dataclasses.field(default_factory=_sets)

@@ -6,9 +6,10 @@ write happens on the request path.
 
 Status codes: 404 wrong secret (Starlette's plain "Not Found", nothing logged), 415 not
 ``application/x-www-form-urlencoded`` (or an unsupported charset or content encoding), 413
-over ``WEBHOOK_MAX_BYTES``, 400 unparseable (``{"error": reason}``), 403 ``account[id]`` is not
-``KOMMO_ACCOUNT_ID``, 200 queued (a JSON summary), 202 Redis unavailable (``{"queued": null,
-"lost": true}``: Kommo disables hooks that keep failing; reconcile repairs the loss).
+over ``WEBHOOK_MAX_BYTES``, 400 unparseable (``{"error": reason}``; also a body naming two
+different accounts), 403 the body names another account than ours (:func:`is_for_account`),
+200 queued (a JSON summary), 202 Redis unavailable (``{"queued": null, "lost": true}``: Kommo
+disables hooks that keep failing; reconcile repairs the loss).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from starlette.routing import Route
 from service.settings import Settings
 from service.sync.hints import Hints, push_and_schedule
 from service.web.state import resources
-from service.web.webform import WebhookParseError, parse_webhook
+from service.web.webform import WebhookParseError, parse_webhook, subdomain_of
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,20 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def is_for_account(hints: Hints, account_id: int | None, subdomain: str | None) -> bool:
+    """Whether a parsed body may be queued for the account ``(account_id, subdomain)``.
+
+    Every account id the body names must be ``account_id`` and its subdomain, compared
+    case-insensitively and without a Kommo host suffix, must be ``subdomain``; an expected part
+    that is None is not checked, and a body that names no account (old bodies) passes. One
+    deployment serving several accounts calls it with the account its webhook secret selects.
+    """
+    if account_id is not None and any(named != account_id for named in hints.account_ids):
+        return False
+    expected = subdomain_of(subdomain) if subdomain is not None else None
+    return expected is None or hints.subdomain in (None, expected)
+
+
 def _count(hints: Hints) -> None:
     for kind, number in hints.queued().items():
         if number:
@@ -134,9 +149,7 @@ def webhook_routes(settings: Settings) -> list[Route]:
                 hints = parse_webhook(body)
             except WebhookParseError as exc:
                 raise _Rejected(400, "unparseable", str(exc)) from None
-            if (account_id is not None and hints.account_id not in (None, account_id)) or (
-                subdomain is not None and hints.subdomain not in (None, subdomain)
-            ):
+            if not is_for_account(hints, account_id, subdomain):
                 raise _Rejected(403, "wrong_account", "webhook is for another Kommo account")
         except _Rejected as exc:
             WEBHOOKS_REJECTED.labels(exc.reason).inc()
