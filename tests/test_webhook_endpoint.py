@@ -141,6 +141,7 @@ async def test_fixture_bodies_are_queued(
     assert response.json() == {
         "queued": expected.queued(),
         "companies": expected.companies,
+        "unsorted": 0,
         "ignored": {},
     }
     assert await queued(redis, settings) == expected_queue(expected)

@@ -79,7 +79,7 @@ class Hints:
 
     ``account_ids`` holds every account id the body names (``account[id]`` and each record's
     ``account_id``), ``subdomain`` its account's subdomain (lower case, no host suffix); both
-    are empty in old bodies that name no account.
+    are empty in old bodies that name no account. ``unsorted`` counts incoming-lead records.
     """
 
     account_ids: set[int] = dataclasses.field(default_factory=set)
@@ -88,6 +88,7 @@ class Hints:
     deletes: dict[str, set[int]] = dataclasses.field(default_factory=_sets)
     restores: dict[str, set[int]] = dataclasses.field(default_factory=_sets)
     companies: int = 0
+    unsorted: int = 0
     ignored: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     def __post_init__(self) -> None:  # a kind left out has nothing queued

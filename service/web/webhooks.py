@@ -51,7 +51,7 @@ WEBHOOK_REQUEST_SECONDS = Histogram(
 )
 _IGNORED_LABELS: Final = frozenset(
     {
-        "task", "unsorted", "talk", "message", "customers", "catalogs", "companies",
+        "task", "talk", "message", "customers", "catalogs", "companies",
         "leads[note]", "contacts[note]", "customers[note]",
     }
 )  # fmt: skip
@@ -118,6 +118,8 @@ def _count(hints: Hints) -> None:
             WEBHOOKS_RECEIVED.labels(kind).inc(number)
     if hints.companies:
         WEBHOOKS_RECEIVED.labels("companies").inc(hints.companies)
+    if hints.unsorted:  # incoming-lead records; the lead ids they list are counted as leads
+        WEBHOOKS_RECEIVED.labels("unsorted").inc(hints.unsorted)
     for kind, number in hints.ignored.items():
         WEBHOOKS_IGNORED.labels(kind if kind in _IGNORED_LABELS else "other").inc(number)
 
@@ -160,7 +162,7 @@ def webhook_routes(settings: Settings) -> list[Route]:
 
         _count(hints)
         summary = {"queued": hints.queued(), "companies": hints.companies,
-                   "ignored": dict(hints.ignored)}  # fmt: skip
+                   "unsorted": hints.unsorted, "ignored": dict(hints.ignored)}  # fmt: skip
         if hints.is_empty():
             return JSONResponse(summary)
         try:
