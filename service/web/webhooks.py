@@ -8,7 +8,9 @@ Status codes: 404 wrong secret (Starlette's plain "Not Found", nothing logged), 
 ``application/x-www-form-urlencoded`` (or an unsupported charset or content encoding), 413
 over ``WEBHOOK_MAX_BYTES``, 400 unparseable (``{"error": reason}``; also a body naming two
 different accounts), 403 the body names another account than ours (:func:`is_for_account`),
-200 queued (a JSON summary), 202 Redis unavailable (``{"queued": null, "lost": true}``: Kommo
+200 queued (a JSON summary; ``dropped`` counts the ids left out because ``HINT_QUEUE_MAX`` ids
+were waiting: still 200, since Kommo disables a hook that fails, and the reconcile catches
+them), 202 Redis unavailable (``{"queued": null, "lost": true}``: Kommo
 disables hooks that keep failing; reconcile repairs the loss).
 """
 
@@ -29,7 +31,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from service.settings import Settings
-from service.sync.hints import Hints, push_and_schedule
+from service.sync.hints import Hints, Pushed, push_and_schedule
 from service.web.state import resources
 from service.web.webform import WebhookParseError, parse_webhook, subdomain_of
 
@@ -44,6 +46,9 @@ WEBHOOKS_RECEIVED = Counter(
 WEBHOOKS_REJECTED = Counter("webhooks_rejected", "Webhook requests refused", ["reason"])
 WEBHOOKS_IGNORED = Counter("webhooks_ignored", "Webhook records of kinds not mirrored", ["kind"])
 WEBHOOKS_LOST = Counter("webhooks_lost", "Valid webhooks acknowledged but not queued (Redis down)")
+HINTS_DROPPED = Counter(
+    "webhook_hints_dropped", "Webhook hint ids not queued: HINT_QUEUE_MAX ids were waiting"
+)
 WEBHOOK_REQUEST_SECONDS = Histogram(
     "webhook_request_seconds",
     "Time to answer a webhook request",
@@ -124,6 +129,17 @@ def _count(hints: Hints) -> None:
         WEBHOOKS_IGNORED.labels(kind if kind in _IGNORED_LABELS else "other").inc(number)
 
 
+def _dropped(pushed: Pushed, cap: int) -> None:
+    HINTS_DROPPED.inc(pushed.dropped)
+    if pushed.first_drop:  # once per burst, deployment-wide; the counter has the rest
+        log.warning(
+            "hint queue full (HINT_QUEUE_MAX=%d): %d ids of a webhook not queued, and more may "
+            "follow in this burst (webhook_hints_dropped_total); the reconcile catches them",
+            cap,
+            pushed.dropped,
+        )
+
+
 def webhook_routes(settings: Settings) -> list[Route]:
     """The webhook endpoint."""
     configured = settings.webhook_secret
@@ -131,6 +147,7 @@ def webhook_routes(settings: Settings) -> list[Route]:
     account_id = settings.kommo_account_id
     subdomain = settings.kommo_subdomain
     limit = settings.webhook_max_bytes
+    cap = settings.hint_queue_max
 
     async def kommo_webhook(request: Request) -> Response:
         started = time.perf_counter()
@@ -161,18 +178,21 @@ def webhook_routes(settings: Settings) -> list[Route]:
             return Response(status_code=400)
 
         _count(hints)
-        summary = {"queued": hints.queued(), "companies": hints.companies,
+        summary = {"queued": hints.queued(), "dropped": 0, "companies": hints.companies,
                    "unsorted": hints.unsorted, "ignored": dict(hints.ignored)}  # fmt: skip
         if hints.is_empty():
             return JSONResponse(summary)
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 res = resources(request)
-                await push_and_schedule(res.redis, res.arq, res.keys, hints)
+                pushed = await push_and_schedule(res.redis, res.arq, res.keys, hints, cap=cap)
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
             WEBHOOKS_LOST.inc()
             log.warning("webhook not queued, Redis unavailable: %s", type(exc).__name__)
             return JSONResponse({"queued": None, "lost": True}, status_code=202)
+        if pushed.dropped:
+            _dropped(pushed, cap)
+            summary["dropped"] = pushed.dropped
         return JSONResponse(summary)
 
     return [Route("/webhooks/kommo/{secret}", kommo_webhook, methods=["POST"])]
