@@ -138,7 +138,8 @@ def flood_bodies(count: int, limit: int, last_modified: int) -> list[bytes]:
     few bodies of at most ``limit`` bytes as they fit."""
     bodies, parts, size = [], [], 0
     for n in range(count):
-        part = f"leads[update][{n}][id]={UNKNOWN + n}&leads[update][{n}][last_modified]={last_modified}"  # noqa: E501
+        record = f"leads[update][{n}]"
+        part = f"{record}[id]={UNKNOWN + n}&{record}[last_modified]={last_modified}"
         if size + len(part) + 1 > limit:
             bodies.append("&".join(parts).encode())
             parts, size = [], 0

@@ -8,10 +8,11 @@ Status codes: 404 wrong secret (Starlette's plain "Not Found", nothing logged), 
 ``application/x-www-form-urlencoded`` (or an unsupported charset or content encoding), 413
 over ``WEBHOOK_MAX_BYTES``, 400 unparseable (``{"error": reason}``; also a body naming two
 different accounts), 403 the body names another account than ours (:func:`is_for_account`),
-200 queued (a JSON summary; ``dropped`` counts the ids left out because ``HINT_QUEUE_MAX`` ids
-were waiting: still 200, since Kommo disables a hook that fails, and the reconcile catches
-them), 202 Redis unavailable (``{"queued": null, "lost": true}``: Kommo
-disables hooks that keep failing; reconcile repairs the loss).
+200 queued (a JSON summary: ``queued`` what the body named per queue, ``dropped`` how many of
+those ids were left out because ``HINT_QUEUE_MAX`` ids were waiting; still a 200, since Kommo
+disables a hook that fails, and the reconcile catches them), 202 Redis unavailable
+(``{"queued": null, "lost": true}``: Kommo disables hooks that keep failing; reconcile repairs
+the loss).
 """
 
 from __future__ import annotations
