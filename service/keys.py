@@ -126,6 +126,11 @@ class Keys:
         return self._k("hints:scheduled")
 
     @property
+    def hints_overflow(self) -> str:
+        """Set while a burst of hints overflows ``HINT_QUEUE_MAX`` (its first drop is logged)."""
+        return self._k("hints:overflow")
+
+    @property
     def hints_lock(self) -> str:
         return self._k("hints:lock")
 

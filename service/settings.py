@@ -9,9 +9,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from enum import Flag, auto
+from typing import Final
 from urllib.parse import urlsplit
 
 import phonenumbers
+
+DEFAULT_HINT_QUEUE_MAX: Final = 10_000
+"""``HINT_QUEUE_MAX``: webhook hint ids that may wait to be fetched.
+
+Kommo serves at most 7 calls/s x 250 ids = 1,750 ids/s to an integration (1,500 at our default
+``KOMMO_RATE_LIMIT`` of 6). 10,000 waiting ids are 40 calls, about 6 s of the whole budget:
+about as long as the reconcile (every 5 s) takes to read the same changes by ``updated_at``.
+Past that, hints hardly beat the reconcile, and a flood of them (one 1 MiB body can name 26,000
+ids) would hold the budget at webhook priority for minutes."""
 
 
 class ConfigError(Exception):
@@ -75,6 +85,7 @@ class Settings:
     public_url: str | None = None
     kommo_subdomain: str | None = None
     purge_deleted_after_days: int | None = None
+    hint_queue_max: int = DEFAULT_HINT_QUEUE_MAX
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], needs: Needs = Needs.NOTHING) -> Settings:
@@ -136,6 +147,8 @@ class Settings:
             public_url=(r.url_plain("PUBLIC_URL") or "").rstrip("/") or None,
             kommo_subdomain=sub.lower() if sub else None,
             purge_deleted_after_days=r.integer("PURGE_DELETED_AFTER_DAYS", None, low=1, high=36500),
+            hint_queue_max=r.integer("HINT_QUEUE_MAX", DEFAULT_HINT_QUEUE_MAX, low=250)
+            or DEFAULT_HINT_QUEUE_MAX,
         )
 
     @property

@@ -26,11 +26,11 @@ async def _keys(redis: Redis, keys: Keys) -> set[str]:
 
 async def test_push_queues_ids_and_sets_the_flag_once(redis: Redis, keys: Keys) -> None:
     h = Hints(changes={"leads": {1: 100, 2: 0}, "contacts": {7: 5}}, deletes={"contacts": {8}})
-    assert await q.push(redis, keys, h, now=1000) is True
-    assert await q.push(redis, keys, Hints(changes={"leads": {3: 1}})) is False  # flag held
+    assert (await q.push(redis, keys, h, now=1000)).scheduled is True
+    assert (await q.push(redis, keys, Hints(changes={"leads": {3: 1}}))).scheduled is False  # held
     assert await redis.pttl(keys.hints_scheduled) > 4000
     await q.clear_scheduled(redis, keys)
-    assert await q.push(redis, keys, Hints(changes={"leads": {4: 1}})) is True
+    assert (await q.push(redis, keys, Hints(changes={"leads": {4: 1}}))).scheduled is True
 
     assert [i for i, _, _ in await q.claim(redis, keys, "leads")] == [1, 2, 3, 4]
     assert await q.claim(redis, keys, "contacts") == [(7, 1, 5)]
@@ -40,7 +40,9 @@ async def test_push_queues_ids_and_sets_the_flag_once(redis: Redis, keys: Keys) 
 
 
 async def test_empty_hints_touch_nothing(redis: Redis, keys: Keys) -> None:
-    assert await q.push(redis, keys, Hints(companies=3, ignored=Counter(task=1))) is False
+    assert (
+        await q.push(redis, keys, Hints(companies=3, ignored=Counter(task=1)))
+    ).scheduled is False
     assert await _keys(redis, keys) == set()
 
 
@@ -179,7 +181,7 @@ class _Mirror:
                 kind = "leads" if rnd.random() < 0.7 else "contacts"
                 h.changes[kind][ident] = lm
                 self.last_hint[(kind, ident)] = lm
-            if await q.push(self.res.redis, self.res.keys, h):
+            if (await q.push(self.res.redis, self.res.keys, h)).scheduled:
                 self.enqueued += 1
                 self.jobs.put_nowait(None)
             await asyncio.sleep(0)
@@ -250,7 +252,7 @@ async def test_a_hint_after_the_last_claim_is_drained(
             sim.last_hint[("leads", 99)] = 1
             # the flag was cleared before the release, so this push asks for a job; we drop
             # that job, as if arq were slow: the drainer itself must not leave id 99 behind
-            assert await q.push(r, k, Hints(changes={"leads": {99: 1}}))
+            assert (await q.push(r, k, Hints(changes={"leads": {99: 1}}))).scheduled
         return released
 
     await q.push(redis, keys, Hints(changes={"leads": {1: 1}}))

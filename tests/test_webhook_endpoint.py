@@ -140,7 +140,9 @@ async def test_fixture_bodies_are_queued(
     assert response.status_code == 200, response.text
     assert response.json() == {
         "queued": expected.queued(),
+        "dropped": 0,
         "companies": expected.companies,
+        "unsorted": 0,
         "ignored": {},
     }
     assert await queued(redis, settings) == expected_queue(expected)

@@ -76,20 +76,21 @@ def test_several_kinds_sparse_indices_any_order_account_last() -> None:
         )
     )
     assert hints == flat(
-        account_id=31000001,
+        account_ids={31000001},
         subdomain="examplecorp",
-        lead_changes={11: 20, 12: 30},
+        lead_changes={11: 20, 12: 30, 5: 0},  # 5: an accepted incoming lead
         contact_changes={21: 0, 22: 0},
         contact_deletes={23},
         companies=1,
-        ignored=Counter({"task": 2, "leads[note]": 1, "unsorted": 1}),
+        unsorted=1,
+        ignored=Counter({"task": 2, "leads[note]": 1}),
     )
 
 
 def test_account_absent_or_subdomain_only() -> None:
-    assert parse_webhook(b"leads[add][0][id]=5").account_id is None
+    assert parse_webhook(b"leads[add][0][id]=5").account_ids == set()
     hints = parse_webhook(b"leads%5Badd%5D%5B0%5D%5Bid%5D=5&account%5Bsubdomain%5D=old")
-    assert (hints.account_id, hints.subdomain, hints.changes["leads"]) == (None, "old", {5: 0})
+    assert (hints.account_ids, hints.subdomain, hints.changes["leads"]) == (set(), "old", {5: 0})
 
 
 def test_delete_wins_over_a_change_of_the_same_id() -> None:
@@ -166,7 +167,7 @@ def test_unusual_but_valid_forms() -> None:
         (b"contacts[add][0][id]=1&contacts[add][0][type]=customer", "not contact or company"),
         (b"contacts[add][0][id]=1&contacts[add][0][type]=", "not contact or company"),
         (b"leads[add][0][id]=1&account[id]=abc", "account[id] is not a positive integer"),
-        (b"leads[add][0][id]=1&account[id]=1&account[id]=2", "two different account[id]"),
+        (b"leads[add][0][id]=1&account[id]=1&account[id]=2", "two different accounts"),
         (b"leads[add][0][id]=1&leads[add][0][name]=100%", "malformed percent-encoding"),
         (b"leads[add][0][id]=1&leads[add][0][name]=%zz", "malformed percent-encoding"),
         (b"leads%5Badd%5D%5B0%5D%5Bid%5D=1%", "malformed percent-encoding"),

@@ -21,7 +21,7 @@ if not FIXTURES.is_dir():  # the checkout's own copy, when the shared folder is 
 # fixture name -> what it must queue (account 31000001 / examplecorp in all of them)
 def flat(**fields: Any) -> Hints:
     """Hints from the flat names of the queues (lead_changes=…, contact_deletes=…)."""
-    hints = Hints(**{k: v for k, v in fields.items() if "_" not in k or k == "account_id"})
+    hints = Hints(**{k: v for k, v in fields.items() if "_" not in k or k == "account_ids"})
     for name, value in fields.items():
         kind, _, what = name.partition("_")
         if what in ("changes", "deletes", "restores"):
@@ -58,7 +58,7 @@ def fixture_bodies() -> list[str]:
 
 
 def expected_hints(name: str) -> Hints:
-    return flat(account_id=31000001, subdomain="examplecorp", **EXPECTED[name])
+    return flat(account_ids={31000001}, subdomain="examplecorp", **EXPECTED[name])
 
 
 # --- generated bodies ------------------------------------------------------------------------
@@ -68,7 +68,6 @@ CONTACT_ACTIONS = ["add", "update", "delete", "restore", "responsible"]
 IGNORED = [
     ("task", "task[add]"),
     ("task", "task[update]"),
-    ("unsorted", "unsorted[add]"),
     ("talk", "talk[update]"),
     ("message", "message[add]"),
     ("leads[note]", "leads[note]"),
@@ -168,7 +167,7 @@ def valid_cases(draw: st.DrawFn, account_id: int = 31000001) -> Case:
         acc = []
     else:
         expected.subdomain = "examplecorp"
-        expected.account_id = account_id if account != "subdomain" else None
+        expected.account_ids = {account_id} if account != "subdomain" else set()
     if account == "first":
         fields = acc + fields
     elif account == "middle":

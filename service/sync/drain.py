@@ -22,7 +22,10 @@ webhook.
 Deletes are verified: a delete webhook is believed only after a by-id read no longer finds the
 id (webhooks arrive late and out of order, so a delete can land after the restore that undid
 it). A change whose read is older than its webhook (Kommo's reads lag) is retried shortly, a
-few times (``hints:lag_tries:*``), then left to the reconcile.
+few times (``hints:lag_tries:*``), then left to the reconcile. A change Kommo does not return
+at all is not a lagging read: an id the mirror holds gets one short retry (the read lag is
+about a second), an id the mirror never saw is given up at once (ids nobody has, a flood of
+them included, cost one read per 250); the reconcile reads whatever really changed.
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ log = logging.getLogger(__name__)
 
 LAG_RETRY_S = 1.0
 LAG_MAX_TRIES = 5
+MISSING_RETRY_S = 2.0
+MISSING_MAX_TRIES = 1
 HINT_FETCHES = Counter("hint_ids_processed_total", "webhook hint ids processed", ["kind"])
+HINTS_NOT_FOUND = Counter(
+    "hint_ids_not_found_total",
+    "webhook hint ids Kommo did not return, given up",
+    ["kind", "seen"],  # seen: the mirror holds the id (it had a retry) or not (given up at once)
+)
 
 
 class Drain:
@@ -119,51 +129,74 @@ class Drain:
             )
         for k in ENTITY_KINDS:
             found = seen.get(k.name, {})
+            claimed = changes[k.name]
             await _settle(
                 mirror,
                 k.name,
-                changes[k.name],
-                [c for c in changes[k.name] if c[2] and found.get(c[0], 0) < c[2]],
+                claimed,
+                lagging=[c for c in claimed if c[2] and c[0] in found and found[c[0]] < c[2]],
+                missing=[c for c in claimed if c[2] and c[0] not in found],
             )
             await _settle(
                 mirror,
                 k.deletes_queue,
                 deletes[k.name],
-                [c for c in deletes[k.name] if c[0] in found],
-            )  # still readable
+                lagging=[c for c in deletes[k.name] if c[0] in found],  # still readable
+            )
         return sum(map(len, changes.values())) + sum(map(len, deletes.values()))
 
 
 async def _settle(
-    mirror: Mirror, queue: str, items: Sequence[Claimed], lagging: Sequence[Claimed]
+    mirror: Mirror,
+    queue: str,
+    items: Sequence[Claimed],
+    *,
+    lagging: Sequence[Claimed] = (),
+    missing: Sequence[Claimed] = (),
 ) -> None:
-    """Done with the claimed ids, except lagging reads worth another try (retried shortly)."""
+    """Done with the claimed ids, except those worth another read (retried shortly): lagging
+    reads a few times, and ids Kommo did not return once if the mirror holds them."""
     redis, keys = mirror.res.redis, mirror.res.keys
-    settled = [c[0] for c in items if c not in lagging]
+    held = await mirror.known(hints.kind_of(queue), [c[0] for c in missing]) if missing else set()
+    missed = [c for c in missing if c[0] in held]
+    again = {c[0] for c in (*lagging, *missed)}
+    settled = [c[0] for c in items if c[0] not in again]
     if settled:  # a later lag of the same id starts counting afresh
         await redis.hdel(keys.hints_lag_tries(queue), *map(str, settled))  # type: ignore[misc]
-    retry = await _still_worth_retrying(mirror, queue, [c[0] for c in lagging])
-    await hints.retry_later(redis, keys, queue, [c for c in lagging if c[0] in retry], LAG_RETRY_S)
-    await hints.done(redis, keys, queue, [c for c in items if c[0] not in retry])
+    late = await _still_worth_retrying(mirror, queue, lagging, LAG_MAX_TRIES, "older than")
+    gone = await _still_worth_retrying(mirror, queue, missed, MISSING_MAX_TRIES, "not found by")
+    await hints.retry_later(redis, keys, queue, [c for c in lagging if c[0] in late], LAG_RETRY_S)
+    await hints.retry_later(
+        redis, keys, queue, [c for c in missed if c[0] in gone], MISSING_RETRY_S
+    )
+    await hints.done(redis, keys, queue, [c for c in items if c[0] not in late | gone])
     HINT_FETCHES.labels(queue).inc(len(items))
+    if missing:
+        HINTS_NOT_FOUND.labels(queue, "no").inc(len(missing) - len(missed))
+        HINTS_NOT_FOUND.labels(queue, "yes").inc(len(missed) - len(gone))
 
 
-async def _still_worth_retrying(mirror: Mirror, queue: str, ids: list[int]) -> set[int]:
-    """Kommo's read lags its webhook: retry a few times, then leave it to reconcile."""
-    if not ids:
+async def _still_worth_retrying(
+    mirror: Mirror, queue: str, items: Sequence[Claimed], most: int, what: str
+) -> set[int]:
+    """Those of ``items`` read fewer than ``most`` times again (and count this try); the rest
+    are left to the reconcile."""
+    if not items:
         return set()
+    ids = [c[0] for c in items]
     key = mirror.res.keys.hints_lag_tries(queue)
     async with mirror.res.redis.pipeline(transaction=False) as pipe:
         for ident in ids:
             pipe.hincrby(key, str(ident), 1)
         pipe.expire(key, 600)
         tries = (await pipe.execute())[:-1]
-    keep = {i for i, n in zip(ids, tries, strict=True) if int(n) <= LAG_MAX_TRIES}
+    keep = {i for i, n in zip(ids, tries, strict=True) if int(n) <= most}
     if len(keep) < len(ids):
         log.warning(
-            "%d %s still older than their webhook after %d tries; reconcile will catch them",
+            "%d %s still %s their webhook after %d retries; reconcile will catch them",
             len(ids) - len(keep),
             queue,
-            LAG_MAX_TRIES,
+            what,
+            most,
         )
     return keep

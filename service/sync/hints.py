@@ -19,6 +19,7 @@ Each entity kind K (:mod:`service.kinds`) has two queues, named as in
     (the same for contacts: hints:contacts, hints:contact_deletes, …)
     hints:delayed             ZSET  "<queue>:<id>" -> due unix time (lagging-read retries)
     hints:scheduled           flag, SET NX PX 5000: a ``process_hints`` job is on its way
+    hints:overflow            flag, PX 60000 renewed by each drop: a burst over the cap is on
     hints:lock                the single drainer's lock
 
 Because a re-hint always gets a larger seq, :func:`done` removes only the members whose seq
@@ -33,6 +34,11 @@ flag is kept and the fetch decides. The changes queue consumes the flag in :func
 Who enqueues. :func:`push` writes the hints and sets ``hints:scheduled`` with NX in the same
 round trip; only the caller that set the flag enqueues the arq job ``process_hints``, so a
 burst of webhooks costs one enqueue.
+
+A bounded queue. At most ``cap`` ids (``HINT_QUEUE_MAX``) wait, counted over every queue and
+the delayed retries: the push script adds an id not queued yet only while fewer wait, and
+reports how many it left out (:class:`Pushed`); a re-hint of a queued id is always taken. The
+reconcile reads what was left out, by ``updated_at`` (the figures: :mod:`service.settings`).
 """
 
 from __future__ import annotations
@@ -50,23 +56,17 @@ from redis.asyncio import Redis
 from service.keys import Keys
 from service.kinds import ENTITY_KINDS, EntityKind
 from service.scripts import Script
+from service.settings import DEFAULT_HINT_QUEUE_MAX as CAP
 from service.sync import locks
 
 Claimed = tuple[int, int, int]
 """(id, seq, last_modified); for a deletes queue the third item is the deleted-at time."""
 
 SCHEDULED_TTL_MS: Final = 5_000
+OVERFLOW_TTL_MS: Final = 60_000
 LOCK_TTL_MS: Final = 10_000
 PROCESS_JOB: Final = "process_hints"
 QUEUES: Final = (*(k.name for k in ENTITY_KINDS), *(k.deletes_queue for k in ENTITY_KINDS))
-
-
-def _dict() -> dict[str, dict[int, int]]:
-    return {k.name: {} for k in ENTITY_KINDS}
-
-
-def _sets() -> dict[str, set[int]]:
-    return {k.name: set() for k in ENTITY_KINDS}
 
 
 @dataclasses.dataclass(slots=True)
@@ -75,18 +75,21 @@ class Hints:
 
     Per entity kind name: ``changes`` maps id -> max(last_modified, updated_at) from the body (0
     when absent) and includes the restored ids; ``deletes`` never shares an id with ``changes``
-    unless that id was also restored in the same body.
+    unless that id was also restored in the same body. ``account_ids``: every account id the
+    body names (``account[id]``, each record's ``account_id``); ``subdomain``: lower case, no
+    host suffix (both empty in old bodies); ``unsorted``: incoming-lead records.
     """
 
-    account_id: int | None = None
+    account_ids: set[int] = dataclasses.field(default_factory=set)
     subdomain: str | None = None
-    changes: dict[str, dict[int, int]] = dataclasses.field(default_factory=_dict)
-    deletes: dict[str, set[int]] = dataclasses.field(default_factory=_sets)
-    restores: dict[str, set[int]] = dataclasses.field(default_factory=_sets)
+    changes: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
+    deletes: dict[str, set[int]] = dataclasses.field(default_factory=dict)
+    restores: dict[str, set[int]] = dataclasses.field(default_factory=dict)
     companies: int = 0
+    unsorted: int = 0
     ignored: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
-    def __post_init__(self) -> None:  # a kind left out has nothing queued
+    def __post_init__(self) -> None:  # every kind has its entries; one left out queues nothing
         for k in ENTITY_KINDS:
             self.changes.setdefault(k.name, {})
             self.deletes.setdefault(k.name, set())
@@ -98,13 +101,10 @@ class Hints:
 
     def queued(self) -> dict[str, int]:
         """How many distinct ids go to each queue (and how many carry a restore flag)."""
-        out: dict[str, int] = {}
-        for k in ENTITY_KINDS:
-            out[k.name] = len(self.changes[k.name].keys() | self.restores[k.name])
-        for k in ENTITY_KINDS:
-            out[k.deletes_queue] = len(self.deletes[k.name])
-        for k in ENTITY_KINDS:
-            out[f"{k.singular}_restores"] = len(self.restores[k.name])
+        kinds = ENTITY_KINDS
+        out = {k.name: len(self.changes[k.name].keys() | self.restores[k.name]) for k in kinds}
+        out.update({k.deletes_queue: len(self.deletes[k.name]) for k in kinds})
+        out.update({f"{k.singular}_restores": len(self.restores[k.name]) for k in kinds})
         return out
 
 
@@ -116,42 +116,57 @@ def kind_of(queue: str) -> EntityKind:
     raise ValueError(f"unknown hint queue {queue!r}")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pushed:
+    """What :func:`push` did."""
+
+    scheduled: bool  # this push set the scheduled flag: the caller enqueues ``process_hints``
+    dropped: int = 0  # ids not queued because ``cap`` ids were waiting
+    first_drop: bool = False  # the first drop of a burst (none in the last minute): log it
+
+
 _PUSH = Script(
     """
--- KEYS: seq, scheduled, then three keys per group: zset, hash, restore set
--- ARGV: now, ttl_ms, then per group: type ('d', 'c' or 'r'), count, items
---   d: ids (a delete)   c: (id, last_modified) pairs (a change)   r: ids (a restore flag)
+-- KEYS: seq, scheduled, overflow, delayed, every queue's zset (ARGV[4] of them), then per group
+--   zset, hash, restore set.  ARGV: now, ttl_ms, cap, number of queues, overflow_ttl_ms, then
+--   per group type, count, items: d ids (a delete), c (id, lm) pairs (a change), r ids (flags)
 local seq = redis.call('INCR', KEYS[1])
-local now = ARGV[1]
-local i, g = 3, 0
+local now, cap, nq = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local waiting = redis.call('ZCARD', KEYS[4])
+for q = 1, nq do waiting = waiting + redis.call('ZCARD', KEYS[4 + q]) end
+local dropped, i, g, base = 0, 6, 0, 4 + nq
 while i <= #ARGV do
   local kind, n = ARGV[i], tonumber(ARGV[i + 1])
-  local z, h, r = KEYS[3 + g * 3], KEYS[4 + g * 3], KEYS[5 + g * 3]
+  local z, h, r = KEYS[base + 1 + g * 3], KEYS[base + 2 + g * 3], KEYS[base + 3 + g * 3]
   i = i + 2
   for _ = 1, n do
     local id = ARGV[i]
-    if kind == 'd' then
+    local queued = redis.call('ZSCORE', z, id)
+    if kind == 'r' then  -- no flag for a change the cap left out
+      if queued then redis.call('SADD', r, id) end
+    elseif not queued and waiting >= cap then
+      dropped = dropped + 1
+    else
+      if not queued then waiting = waiting + 1 end
       redis.call('ZADD', z, seq, id)
-      redis.call('HSET', h, id, now)
-      redis.call('SREM', r, id)
-      i = i + 1
-    elseif kind == 'c' then
-      redis.call('ZADD', z, seq, id)
-      if tonumber(ARGV[i + 1]) > tonumber(redis.call('HGET', h, id) or '0') then
+      if kind == 'd' then
+        redis.call('HSET', h, id, now)
+        redis.call('SREM', r, id)
+      elseif tonumber(ARGV[i + 1]) > tonumber(redis.call('HGET', h, id) or '0') then
         redis.call('HSET', h, id, ARGV[i + 1])
       end
-      i = i + 2
-    else
-      redis.call('SADD', r, id)
-      i = i + 1
     end
+    i = i + (kind == 'c' and 2 or 1)
   end
   g = g + 1
 end
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
-  return 1
+local first = 0
+if dropped > 0 then  -- a burst lasts while drops come less than a minute apart
+  first = redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) and 1 or 0
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
 end
-return 0
+local scheduled = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) and 1 or 0
+return {scheduled, dropped, first}
 """
 )
 
@@ -179,9 +194,7 @@ for j = 1, #ARGV, 2 do
   if cur and tonumber(cur) == tonumber(ARGV[j + 1]) then
     redis.call('ZREM', KEYS[1], id)
     redis.call('HDEL', KEYS[2], id)
-    if KEYS[3] ~= '' then
-      redis.call('SREM', KEYS[3], id)
-    end
+    if KEYS[3] ~= '' then redis.call('SREM', KEYS[3], id) end
     removed = removed + 1
   end
 end
@@ -210,30 +223,18 @@ _PROMOTE = Script(
     """
 -- KEYS: seq, delayed, then one zset per queue ; ARGV: now, limit, then the queue names
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-if #due == 0 then
-  return 0
-end
+if #due == 0 then return 0 end
 local target = {}
-for q = 3, #ARGV do
-  target[ARGV[q]] = KEYS[q]
-end
+for q = 3, #ARGV do target[ARGV[q]] = KEYS[q] end
 local seq = redis.call('INCR', KEYS[1])
 for _, member in ipairs(due) do
   local queue, id = string.match(member, '^([%a_]+):(%d+)$')
-  if queue and target[queue] then
-    redis.call('ZADD', target[queue], seq, id)
-  end
+  if queue and target[queue] then redis.call('ZADD', target[queue], seq, id) end
   redis.call('ZREM', KEYS[2], member)
 end
 return #due
 """
 )
-
-
-def _check(queue: str) -> str:
-    if queue not in QUEUES:
-        raise ValueError(f"unknown hint queue {queue!r}")
-    return queue
 
 
 def _int(value: bytes | str | int | float) -> int:
@@ -242,21 +243,20 @@ def _int(value: bytes | str | int | float) -> int:
     return int(float(value)) if isinstance(value, str) and "." in value else int(value)
 
 
-async def push(redis: Redis, keys: Keys, hints: Hints, *, now: float | None = None) -> bool:
-    """Queue the hints in one round trip; True when the caller must enqueue ``process_hints``."""
+async def push(
+    redis: Redis, keys: Keys, hints: Hints, *, cap: int = CAP, now: float | None = None
+) -> Pushed:
+    """Queue the hints in one round trip, at most ``cap`` ids waiting in all (see the module)."""
     if hints.is_empty():
-        return False
-    script_keys = [keys.hints_seq, keys.hints_scheduled]
-    args: list[int | str] = [int(now if now is not None else time.time()), SCHEDULED_TTL_MS]
+        return Pushed(scheduled=False)
+    script_keys = [keys.hints_seq, keys.hints_scheduled, keys.hints_overflow, keys.hints_delayed]
+    script_keys.extend(keys.hints_queue(q) for q in QUEUES)
+    when = int(now if now is not None else time.time())
+    args: list[int | str] = [when, SCHEDULED_TTL_MS, cap, len(QUEUES), OVERFLOW_TTL_MS]
 
     def group(queue: str, restore_of: EntityKind, kind: str, items: list[int]) -> None:
-        script_keys.extend(
-            (
-                keys.hints_queue(queue),
-                keys.hints_stamps(queue),
-                keys.hints_restores(restore_of.singular),
-            )
-        )
+        restore = keys.hints_restores(restore_of.singular)
+        script_keys.extend((keys.hints_queue(queue), keys.hints_stamps(queue), restore))
         args.extend((kind, len(items) // 2 if kind == "c" else len(items), *items))
 
     for k in ENTITY_KINDS:  # deletes first: a restore in the same push keeps its flag
@@ -269,7 +269,8 @@ async def push(redis: Redis, keys: Keys, hints: Hints, *, now: float | None = No
     for k in ENTITY_KINDS:
         if hints.restores[k.name]:
             group(k.name, k, "r", sorted(hints.restores[k.name]))
-    return bool(await _PUSH(redis, script_keys, args))
+    scheduled, dropped, first = await _PUSH(redis, script_keys, args)
+    return Pushed(bool(scheduled), int(dropped), bool(first))
 
 
 async def enqueue_drain(arq: ArqRedis, keys: Keys) -> None:
@@ -279,10 +280,14 @@ async def enqueue_drain(arq: ArqRedis, keys: Keys) -> None:
     )
 
 
-async def push_and_schedule(redis: Redis, arq: ArqRedis, keys: Keys, hints: Hints) -> None:
+async def push_and_schedule(
+    redis: Redis, arq: ArqRedis, keys: Keys, hints: Hints, *, cap: int = CAP
+) -> Pushed:
     """Queue the hints and, when this push set the scheduled flag, enqueue ``process_hints``."""
-    if await push(redis, keys, hints):
+    pushed = await push(redis, keys, hints, cap=cap)
+    if pushed.scheduled:
         await enqueue_drain(arq, keys)
+    return pushed
 
 
 async def ensure_scheduled(redis: Redis, arq: ArqRedis, keys: Keys) -> bool:
@@ -297,7 +302,7 @@ async def ensure_scheduled(redis: Redis, arq: ArqRedis, keys: Keys) -> bool:
 
 async def claim(redis: Redis, keys: Keys, queue: str, limit: int = 250) -> list[Claimed]:
     """Up to ``limit`` queued ids of ``queue``, oldest hint first, without removing them."""
-    queue = _check(queue)
+    kind_of(queue)  # a ValueError for an unknown queue
     flat = await _CLAIM(redis, [keys.hints_queue(queue), keys.hints_stamps(queue)], [limit])
     return [(_int(flat[j]), _int(flat[j + 1]), _int(flat[j + 2])) for j in range(0, len(flat), 3)]
 
@@ -307,15 +312,14 @@ async def done(redis: Redis, keys: Keys, queue: str, items: Iterable[Claimed]) -
 
     For a changes queue this also consumes their restore flags.
     """
-    queue = _check(queue)
+    kind_of(queue)  # a ValueError for an unknown queue
     args = [x for ident, seq, _ in items for x in (ident, seq)]
     if not args:
         return 0
     kind = kind_of(queue)
     restore = keys.hints_restores(kind.singular) if queue == kind.name else ""
-    return int(
-        await _DONE(redis, [keys.hints_queue(queue), keys.hints_stamps(queue), restore], args)
-    )
+    script_keys = [keys.hints_queue(queue), keys.hints_stamps(queue), restore]
+    return int(await _DONE(redis, script_keys, args))
 
 
 async def retry_later(
@@ -333,7 +337,7 @@ async def retry_later(
     queued and is fetched again soon anyway); a bare id is moved unconditionally. The stamps
     and restore entries stay, for the retry to compare against.
     """
-    queue = _check(queue)
+    kind_of(queue)  # a ValueError for an unknown queue
     due = (now if now is not None else time.time()) + delay_s
     args: list[int | float | str] = [due, f"{queue}:"]
     for item in ids:
@@ -367,7 +371,7 @@ async def delayed_count(redis: Redis, keys: Keys) -> int:
 
 async def restores(redis: Redis, keys: Keys, queue: str, ids: Iterable[int]) -> set[int]:
     """Those of ``ids`` flagged as restored (a kind's two queues share one flag set)."""
-    kind = kind_of(_check(queue))
+    kind = kind_of(queue)
     wanted = list(ids)
     if not wanted:
         return set()

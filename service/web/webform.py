@@ -3,9 +3,14 @@
 A webhook is a hint, not data: only ids, kinds and ``last_modified``/``updated_at`` are taken;
 the worker fetches the records from the API. The body is PHP ``http_build_query`` output::
 
-    account[subdomain]=…&account[id]=…            (first, last or absent)
+    account[subdomain]=…&account[id]=…&account[_links][self]=https://<sub>.kommo.com
+                                                  (first, last or absent)
     leads[add|update|status|responsible|delete|restore][<i>][id|last_modified|updated_at|…]=…
     contacts[add|update|delete|restore|responsible][<i>][id|…|type]=…   type = contact|company
+    <kind>[<action>][<i>][account_id]=…           (every record; the only account in old bodies)
+    unsorted[add|update][<i>][data][leads][<j>][id]=…                 incoming leads
+    unsorted[delete][<i>][action]=accept|decline
+    unsorted[delete][<i>][accept_result|decline_result][leads][]=…    (or [<j>])
 
 Rules of the parser (:func:`parse_webhook`):
 
@@ -14,10 +19,20 @@ Rules of the parser (:func:`parse_webhook`):
 - Each entity kind is declared in :mod:`service.kinds` with its webhook key (and, under the
   shared ``contacts`` key, its ``type``). A contact record without ``type`` is a contact;
   companies are recognised and counted, never queued.
-- Other top-level kinds (``task``, ``unsorted``, ``talk``, ``message``, …) and other actions
+- Other top-level kinds (``task``, ``talk``, ``message``, …) and other actions
   (``leads[note]``, ``contacts[note]``, …) are ignored and counted per record.
+- The account: every account id the body carries is collected (``account[id]`` and each
+  record's ``account_id``, of any kind) and so is the subdomain (``account[subdomain]``, and
+  the host of ``account[_links][self]`` when it is a Kommo or amoCRM host), lower-cased and
+  without a host suffix (:func:`subdomain_of`). A body naming two different accounts is
+  invalid; whether the one it names is ours is the endpoint's decision.
+- Incoming leads (``unsorted``, counted per record): the ids listed under ``data[<kind>]`` (an
+  incoming lead edited) and ``accept_result[<kind>]`` (accepted: the lead changed) are change
+  hints, those under ``decline_result[<kind>]`` (declined: the lead is deleted) delete hints,
+  which the drain verifies by a read as for any delete. ``<kind>`` is a mirrored kind's name
+  (``leads``, ``contacts``); other unsorted fields are ignored.
 - A timestamp that is absent or not a plain integer counts as 0 (it only tunes the lagging-read
-  check); the id, the index, ``type`` and ``account[id]`` are validated strictly.
+  check); the ids, the index, ``type`` and the account ids are validated strictly.
 - Delete and change of one id in one body: the delete wins (Kommo sends one state per id, and
   an update can't follow a delete in one body, so the change came first). Delete and restore of
   one id in one body: both are kept as hints (the restore also queues a fetch); the worker's
@@ -29,7 +44,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 from service.kinds import ENTITY_KINDS, EntityKind
 from service.sync.hints import Hints
@@ -40,8 +55,11 @@ _ACTIONS: Final = {
     "leads": frozenset({"add", "update", "status", "responsible", "delete", "restore"}),
     "contacts": frozenset({"add", "update", "delete", "restore", "responsible"}),
 }
-_FIELDS: Final = frozenset({"id", "last_modified", "updated_at", "type"})
+_FIELDS: Final = frozenset({"id", "last_modified", "updated_at", "type", "account_id"})
 _TYPES: Final = frozenset({"contact", "company"})
+_HOST_SUFFIXES: Final = (".kommo.com", ".amocrm.ru", ".amocrm.com")
+_UNSORTED_LISTS: Final = frozenset({"data", "accept_result", "decline_result"})
+_KINDS_BY_NAME: Final = {k.name: k for k in ENTITY_KINDS}
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HIGH_BYTES = re.compile(r"(?:%[89A-Fa-f][0-9A-Fa-f])+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -66,11 +84,37 @@ def _positive_id(where: str, raw: str) -> int:
     raise WebhookParseError(f"{where} is not a positive integer up to 2**53: {value[:24]!r}")
 
 
+def subdomain_of(text: str) -> str:
+    """An account's subdomain as a body or the settings spell it, compared case-insensitively:
+    ``ExampleCorp`` and ``examplecorp.kommo.com`` are ``examplecorp`` (only a Kommo or amoCRM
+    host suffix is taken off, so ``examplecorp.example.org`` stays what it is)."""
+    value = text.strip().lower()
+    for suffix in _HOST_SUFFIXES:
+        if value.endswith(suffix):
+            return value[: -len(suffix)]
+    return value
+
+
+def _link_subdomain(url: str) -> str | None:
+    """The subdomain of ``account[_links][self]`` when its host is Kommo's or amoCRM's."""
+    try:
+        host = urlsplit(url.strip()).hostname or ""
+    except ValueError:
+        return None
+    sub = subdomain_of(host)
+    return sub if sub != host and sub and "." not in sub else None
+
+
 def _timestamp(raw: str) -> int:
     value = _unquote(raw) if "%" in raw else raw
     if value.isascii() and value.isdigit() and len(value) <= 15:
         return int(value)
     return 0
+
+
+def _index(where: str, index: str) -> None:
+    if not (index.isascii() and index.isdigit() and len(index) <= 9):
+        raise WebhookParseError(f"{where} index is not numeric: {index[:24]!r}")
 
 
 def _kind_for(top: str, type_: str | None) -> EntityKind | None:
@@ -116,6 +160,9 @@ class _Parser:
         self.hints = Hints()
         self.records: dict[tuple[str, str, str], _Record] = {}
         self.ignored: set[tuple[str, str, str]] = set()
+        self.unsorted: set[tuple[str, str]] = set()
+        self.unsorted_ids: list[tuple[EntityKind, bool, int]] = []  # (kind, deleted?, id)
+        self.named: dict[str, str] = {}  # "id" / "subdomain" -> where the body first named it
 
     def field(self, field: str) -> None:
         key, eq, value = field.partition("=")
@@ -132,19 +179,65 @@ class _Parser:
             self._account(key, value)
         elif top in _ACTIONS:
             self._entity(top, key, parts, value)
+        elif top == "unsorted":
+            self._unsorted(parts, value)
         elif _NAME.fullmatch(top):
             action = parts[0][:32] if parts else ""
             self.ignored.add((top, action, parts[1] if parts and len(parts) > 1 else ""))
+            if parts and len(parts) == 3 and parts[2] == "account_id":
+                self._account_id(f"{top}[{action}][{parts[1][:24]}][account_id]", value)
 
     def _account(self, key: str, value: str) -> None:
-        hints = self.hints
         if key == "account[id]":
-            account_id = _positive_id("account[id]", value)
-            if hints.account_id not in (None, account_id):
-                raise WebhookParseError("two different account[id] values")
-            hints.account_id = account_id
+            self._account_id(key, value)
         elif key == "account[subdomain]":
-            hints.subdomain = _unquote(value)[:255]
+            self._subdomain(key, subdomain_of(_unquote(value)[:255]))
+        elif key == "account[_links][self]":
+            linked = _link_subdomain(_unquote(value)[:512])
+            if linked is not None:
+                self._subdomain(key, linked)
+
+    def _account_id(self, where: str, value: str) -> None:
+        ident, ids = _positive_id(where, value), self.hints.account_ids
+        if ids and ident not in ids:
+            raise WebhookParseError(f"two different accounts: {self.named['id']} and {where}")
+        self.named.setdefault("id", where)
+        ids.add(ident)
+
+    def _subdomain(self, where: str, sub: str) -> None:
+        hints = self.hints
+        if hints.subdomain not in (None, sub):
+            raise WebhookParseError(
+                f"two different accounts: {self.named['subdomain']} and {where}"
+            )
+        self.named.setdefault("subdomain", where)
+        hints.subdomain = sub
+
+    def _unsorted(self, parts: list[str] | None, value: str) -> None:
+        """One field of an incoming-lead record: its account, an id it lists, or neither."""
+        action = parts[0][:32] if parts else ""
+        index = parts[1][:24] if parts and len(parts) > 1 else ""
+        self.unsorted.add((action, index))
+        field = parts[2] if parts and len(parts) > 2 else ""
+        if field == "account_id" and parts and len(parts) == 3:
+            _index(f"unsorted[{action}]", index)
+            self._account_id(f"unsorted[{action}][{index}][account_id]", value)
+        elif field in _UNSORTED_LISTS and parts and len(parts) == 4:
+            _index(f"unsorted[{action}]", index)
+            self._unsorted_id(f"unsorted[{action}][{index}][{field}]", parts[3], value)
+
+    def _unsorted_id(self, where: str, tail: str, value: str) -> None:
+        """``data[leads][j][id]``, ``accept_result[leads][]``, ``decline_result[leads][j]``."""
+        kind_name, _, rest = tail.partition("][")
+        kind = _KINDS_BY_NAME.get(kind_name)
+        position, _, field = rest.partition("][")
+        listed = not where.endswith("[data]")
+        if kind is None or field != ("" if listed else "id") or "]" in field:
+            return  # another kind, or data[leads][j][name] and the like: not an id
+        if position or not listed:
+            _index(f"{where}[{kind.name}]", position)
+        ident = _positive_id(f"{where}[{kind.name}][{position}]", value)
+        self.unsorted_ids.append((kind, where.endswith("[decline_result]"), ident))
 
     def _entity(self, top: str, key: str, parts: list[str] | None, value: str) -> None:
         if parts is None:
@@ -156,8 +249,7 @@ class _Parser:
         if len(parts) < 3:
             raise WebhookParseError(f"{key[:60]!r} has no index and field")
         index, name = parts[1], parts[2]
-        if not (index.isascii() and index.isdigit() and len(index) <= 9):
-            raise WebhookParseError(f"{top}[{action}] index is not numeric: {index[:24]!r}")
+        _index(f"{top}[{action}]", index)
         record = self.records.get((top, action, index))
         if record is None:
             record = self.records[(top, action, index)] = _Record()
@@ -171,6 +263,8 @@ class _Parser:
             if record.id not in (None, ident):
                 raise WebhookParseError(f"two different values for {where}")
             record.id = ident
+        elif name == "account_id":
+            self._account_id(where, value)
         elif name == "type":
             if top == "contacts":
                 kind = _unquote(value)
@@ -182,7 +276,7 @@ class _Parser:
 
     def finish(self) -> Hints:
         hints = self.hints
-        if not self.records and not self.ignored:
+        if not self.records and not self.ignored and not self.unsorted:
             raise WebhookParseError("no leads, contacts or other Kommo entity in the body")
         for (top, action, index), record in self.records.items():
             if record.id is None:
@@ -199,6 +293,12 @@ class _Parser:
             changes = hints.changes[kind.name]
             if record.lm > changes.get(record.id, -1):
                 changes[record.id] = record.lm
+        for kind, deleted, ident in self.unsorted_ids:
+            if deleted:
+                hints.deletes[kind.name].add(ident)
+            else:
+                hints.changes[kind.name].setdefault(ident, 0)
+        hints.unsorted = len(self.unsorted)
         for kind in ENTITY_KINDS:
             changes, restores = hints.changes[kind.name], hints.restores[kind.name]
             for ident in hints.deletes[kind.name] - restores:

@@ -6,9 +6,13 @@ write happens on the request path.
 
 Status codes: 404 wrong secret (Starlette's plain "Not Found", nothing logged), 415 not
 ``application/x-www-form-urlencoded`` (or an unsupported charset or content encoding), 413
-over ``WEBHOOK_MAX_BYTES``, 400 unparseable (``{"error": reason}``), 403 ``account[id]`` is not
-``KOMMO_ACCOUNT_ID``, 200 queued (a JSON summary), 202 Redis unavailable (``{"queued": null,
-"lost": true}``: Kommo disables hooks that keep failing; reconcile repairs the loss).
+over ``WEBHOOK_MAX_BYTES``, 400 unparseable (``{"error": reason}``; also a body naming two
+different accounts), 403 the body names another account than ours (:func:`is_for_account`),
+200 queued (a JSON summary: ``queued`` what the body named per queue, ``dropped`` how many of
+those ids were left out because ``HINT_QUEUE_MAX`` ids were waiting; still a 200, since Kommo
+disables a hook that fails, and the reconcile catches them), 202 Redis unavailable
+(``{"queued": null, "lost": true}``: Kommo disables hooks that keep failing; reconcile repairs
+the loss).
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from service.settings import Settings
-from service.sync.hints import Hints, push_and_schedule
+from service.sync.hints import Hints, Pushed, push_and_schedule
 from service.web.state import resources
-from service.web.webform import WebhookParseError, parse_webhook
+from service.web.webform import WebhookParseError, parse_webhook, subdomain_of
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,9 @@ WEBHOOKS_RECEIVED = Counter(
 WEBHOOKS_REJECTED = Counter("webhooks_rejected", "Webhook requests refused", ["reason"])
 WEBHOOKS_IGNORED = Counter("webhooks_ignored", "Webhook records of kinds not mirrored", ["kind"])
 WEBHOOKS_LOST = Counter("webhooks_lost", "Valid webhooks acknowledged but not queued (Redis down)")
+HINTS_DROPPED = Counter(
+    "webhook_hints_dropped", "Webhook hint ids not queued: HINT_QUEUE_MAX ids were waiting"
+)
 WEBHOOK_REQUEST_SECONDS = Histogram(
     "webhook_request_seconds",
     "Time to answer a webhook request",
@@ -50,7 +57,7 @@ WEBHOOK_REQUEST_SECONDS = Histogram(
 )
 _IGNORED_LABELS: Final = frozenset(
     {
-        "task", "unsorted", "talk", "message", "customers", "catalogs", "companies",
+        "task", "talk", "message", "customers", "catalogs", "companies",
         "leads[note]", "contacts[note]", "customers[note]",
     }
 )  # fmt: skip
@@ -97,14 +104,41 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def is_for_account(hints: Hints, account_id: int | None, subdomain: str | None) -> bool:
+    """Whether a parsed body may be queued for the account ``(account_id, subdomain)``.
+
+    Every account id the body names must be ``account_id`` and its subdomain, compared
+    case-insensitively and without a Kommo host suffix, must be ``subdomain``; an expected part
+    that is None is not checked, and a body that names no account (old bodies) passes. One
+    deployment serving several accounts calls it with the account its webhook secret selects.
+    """
+    if account_id is not None and any(named != account_id for named in hints.account_ids):
+        return False
+    expected = subdomain_of(subdomain) if subdomain is not None else None
+    return expected is None or hints.subdomain in (None, expected)
+
+
 def _count(hints: Hints) -> None:
     for kind, number in hints.queued().items():
         if number:
             WEBHOOKS_RECEIVED.labels(kind).inc(number)
     if hints.companies:
         WEBHOOKS_RECEIVED.labels("companies").inc(hints.companies)
+    if hints.unsorted:  # incoming-lead records; the lead ids they list are counted as leads
+        WEBHOOKS_RECEIVED.labels("unsorted").inc(hints.unsorted)
     for kind, number in hints.ignored.items():
         WEBHOOKS_IGNORED.labels(kind if kind in _IGNORED_LABELS else "other").inc(number)
+
+
+def _dropped(pushed: Pushed, cap: int) -> None:
+    HINTS_DROPPED.inc(pushed.dropped)
+    if pushed.first_drop:  # once per burst, deployment-wide; the counter has the rest
+        log.warning(
+            "hint queue full (HINT_QUEUE_MAX=%d): %d ids of a webhook not queued, and more may "
+            "follow in this burst (webhook_hints_dropped_total); the reconcile catches them",
+            cap,
+            pushed.dropped,
+        )
 
 
 def webhook_routes(settings: Settings) -> list[Route]:
@@ -114,6 +148,7 @@ def webhook_routes(settings: Settings) -> list[Route]:
     account_id = settings.kommo_account_id
     subdomain = settings.kommo_subdomain
     limit = settings.webhook_max_bytes
+    cap = settings.hint_queue_max
 
     async def kommo_webhook(request: Request) -> Response:
         started = time.perf_counter()
@@ -134,9 +169,7 @@ def webhook_routes(settings: Settings) -> list[Route]:
                 hints = parse_webhook(body)
             except WebhookParseError as exc:
                 raise _Rejected(400, "unparseable", str(exc)) from None
-            if (account_id is not None and hints.account_id not in (None, account_id)) or (
-                subdomain is not None and hints.subdomain not in (None, subdomain)
-            ):
+            if not is_for_account(hints, account_id, subdomain):
                 raise _Rejected(403, "wrong_account", "webhook is for another Kommo account")
         except _Rejected as exc:
             WEBHOOKS_REJECTED.labels(exc.reason).inc()
@@ -146,18 +179,21 @@ def webhook_routes(settings: Settings) -> list[Route]:
             return Response(status_code=400)
 
         _count(hints)
-        summary = {"queued": hints.queued(), "companies": hints.companies,
-                   "ignored": dict(hints.ignored)}  # fmt: skip
+        summary = {"queued": hints.queued(), "dropped": 0, "companies": hints.companies,
+                   "unsorted": hints.unsorted, "ignored": dict(hints.ignored)}  # fmt: skip
         if hints.is_empty():
             return JSONResponse(summary)
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 res = resources(request)
-                await push_and_schedule(res.redis, res.arq, res.keys, hints)
+                pushed = await push_and_schedule(res.redis, res.arq, res.keys, hints, cap=cap)
         except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
             WEBHOOKS_LOST.inc()
             log.warning("webhook not queued, Redis unavailable: %s", type(exc).__name__)
             return JSONResponse({"queued": None, "lost": True}, status_code=202)
+        if pushed.dropped:
+            _dropped(pushed, cap)
+            summary["dropped"] = pushed.dropped
         return JSONResponse(summary)
 
     return [Route("/webhooks/kommo/{secret}", kommo_webhook, methods=["POST"])]
