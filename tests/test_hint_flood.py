@@ -136,7 +136,9 @@ async def test_a_lagging_read_of_a_mirrored_id_is_retried_as_before(
 def flood_bodies(count: int, limit: int, last_modified: int) -> list[bytes]:
     """``count`` unknown lead ids as ``leads[update]`` records with a ``last_modified``, in as
     few bodies of at most ``limit`` bytes as they fit."""
-    bodies, parts, size = [], [], 0
+    bodies: list[bytes] = []
+    parts: list[str] = []
+    size = 0
     for n in range(count):
         record = f"leads[update][{n}]"
         part = f"{record}[id]={UNKNOWN + n}&{record}[last_modified]={last_modified}"

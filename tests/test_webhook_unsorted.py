@@ -233,9 +233,10 @@ def received(kind: str) -> float:
     return REGISTRY.get_sample_value("webhooks_received_total", {"kind": kind}) or 0.0
 
 
-async def lead_row(pool: asyncpg.Pool, lead_id: int) -> asyncpg.Record | None:
+async def lead_row(pool: asyncpg.Pool, lead_id: int) -> tuple[str, bool] | None:
     async with pool.acquire() as conn:
-        return await conn.fetchrow("SELECT name, is_deleted FROM leads WHERE id = $1", lead_id)
+        row = await conn.fetchrow("SELECT name, is_deleted FROM leads WHERE id = $1", lead_id)
+    return None if row is None else (str(row["name"]), bool(row["is_deleted"]))
 
 
 async def test_incoming_leads_reach_the_mirror_through_webhooks(
