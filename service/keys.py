@@ -134,6 +134,12 @@ class Keys:
     def hints_lock(self) -> str:
         return self._k("hints:lock")
 
+    @property
+    def dictionaries_stale(self) -> str:
+        """SET of dictionaries a write found incomplete: pipelines, users, loss_reasons,
+        custom_fields:<kind>."""
+        return self._k("dictionaries:stale")
+
     # --- the Kommo request budget ----------------------------------------------------------
     @property
     def budget_calls(self) -> str:

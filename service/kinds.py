@@ -48,6 +48,7 @@ class EntityKind:
     tag_table: str | None = None
     links: tuple[Link, ...] = ()
     phones_table: str | None = None
+    emails_table: str | None = None
 
     @property
     def deletes_queue(self) -> str:
@@ -83,10 +84,13 @@ LEADS = EntityKind(
         Column("closest_task_at", "ts"),
         Column("score", "int"),
     ),
-    fetch_with=("contacts",),
+    fetch_with=("contacts", "loss_reason"),
     webhook_key="leads",
     tag_table="lead_tags",
-    links=(Link("contacts", "lead_contacts", "contact_id", flag="is_main", needs_with="contacts"),),
+    links=(
+        Link("contacts", "lead_contacts", "contact_id", flag="is_main", needs_with="contacts"),
+        Link("companies", "lead_companies", "company_id"),
+    ),
 )
 
 CONTACTS = EntityKind(
@@ -106,10 +110,29 @@ CONTACTS = EntityKind(
     webhook_key="contacts",
     webhook_type="contact",
     tag_table="contact_tags",
+    links=(Link("companies", "contact_companies", "company_id"),),
     phones_table="contact_phones",
+    emails_table="contact_emails",
 )
 
-ENTITY_KINDS: tuple[EntityKind, ...] = (LEADS, CONTACTS)
+COMPANIES = EntityKind(
+    name="companies",
+    singular="company",
+    owner="company_id",
+    columns=(
+        Column("name", "text"),
+        *_ACTOR,
+        Column("created_at", "ts"),
+        Column("updated_at", "ts"),
+        Column("closest_task_at", "ts"),
+    ),
+    webhook_key="contacts",
+    webhook_type="company",
+    tag_table="company_tags",
+    phones_table="company_phones",
+)
+
+ENTITY_KINDS: tuple[EntityKind, ...] = (LEADS, CONTACTS, COMPANIES)
 
 
 def kind_named(name: str) -> EntityKind:

@@ -17,8 +17,8 @@ from redis.exceptions import RedisError
 from service.kommo.errors import KommoAuthError, KommoBlocked, KommoError
 from service.resources import SyncResources
 from service.sync import locks, outbox, retention, status, subscription
-from service.sync.backfill import Backfill
 from service.sync.drain import Drain
+from service.sync.imports import Imports
 from service.sync.mirror import Mirror
 from service.sync.reconcile import Reconciler
 
@@ -34,6 +34,7 @@ class Worker:
     res: SyncResources
     mirror: Mirror
     reconciler: Reconciler
+    imports: Imports
 
 
 def worker_of(ctx: dict[str, Any]) -> Worker:
@@ -99,9 +100,11 @@ async def reconcile_tick(ctx: dict[str, Any]) -> bool:
     w = worker_of(ctx)
     if await stopped(w.res):
         return False
-    if await Backfill(w.mirror).needed():
+    pending = await w.imports.pending()
+    if pending:
         await ensure_backfill(w.res)
-        return False
+        if pending[0] == "backfill":
+            return False  # the reconcile starts from the cursors the backfill leaves
     ran = False
     async with job_edge(w, "reconcile"):
         ran = await w.reconciler.maybe_tick() is not None
@@ -141,12 +144,14 @@ async def ensure_backfill(res: SyncResources) -> None:
 
 
 async def backfill(ctx: dict[str, Any], restart: bool = False) -> bool:
+    """The background imports, one after the other (one at a time deployment-wide): the
+    backfill, the quiet upgrade of an older mirror, the stage history."""
     w = worker_of(ctx)
     async with locks.held(w.res.redis, w.res.keys.backfill_lock) as mine:
         if not mine:
             return False
         async with job_edge(w, "backfill"):
-            await Backfill(w.mirror).run(restart=restart)
+            await w.imports.run(restart=restart)
     return True
 
 

@@ -19,7 +19,7 @@ from service.keys import Keys
 from service.kommo.errors import KommoUnavailable
 from service.resources import SyncResources, open_sync_resources
 from service.settings import Settings
-from service.sync.backfill import Backfill
+from service.sync.imports import Imports
 from service.sync.mirror import Mirror, resolve_account_id
 from service.sync.reconcile import Reconciler
 from workers import jobs
@@ -41,8 +41,9 @@ def worker_options(
             )
             mirror = Mirror(res, await _account_id(res))  # a refused credential stops us here
             await res.redis.delete(keys.stopped)  # the credential works again
-            ctx["worker"] = jobs.Worker(res, mirror, Reconciler(mirror))
-            if await Backfill(mirror).needed():
+            imports = Imports(mirror)
+            ctx["worker"] = jobs.Worker(res, mirror, Reconciler(mirror), imports)
+            if await imports.pending():
                 await jobs.ensure_backfill(res)
             ctx["stack"] = stack.pop_all()  # closed by shutdown
         log.info("worker ready for account %d", mirror.account_id)

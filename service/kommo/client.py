@@ -26,11 +26,12 @@ from service.kommo.errors import KommoUnavailable
 from service.kommo.oauth import OAuthTokens
 from service.kommo.tokens import StaticToken, TokenSource
 from service.kommo.wire import JSON, Params, RetryPolicy, Wire
-from service.records import Event, Pipeline, Record, TagRef, User
+from service.records import CustomField, Event, LossReason, Pipeline, Record, TagRef, User
 from service.settings import ConfigError, Settings
 
 CHUNK = 250  # ids per filter[id][] call, and the page size of every list
 EVENTS_PAGE = 100  # amoCRM documents 100 events per page (Kommo 250)
+FIELDS_PAGE = 50  # custom_fields: "up to 50 fields per request", whatever the limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +138,23 @@ class KommoClient:
             for e in await self._collect("/api/v4/events", params, "events", priority)
         ]
 
+    async def events_page(
+        self, types: Sequence[str], created_to: int, page: int, *, priority: Priority
+    ) -> tuple[list[Event], bool]:
+        """Page ``page`` of the events of these types created up to ``created_to`` (a fixed
+        window: page numbers stay stable however the feed grows), and whether more follow."""
+        params: dict[str, Any] = {
+            "filter[type][]": list(types),
+            "limit": EVENTS_PAGE,
+            "page": page,
+            "filter[created_at][to]": created_to,
+        }
+        data = await self.get("/api/v4/events", params, priority=priority)
+        if data is None:
+            return [], False
+        items = parse.embedded(data, "events")
+        return [parse.event(e) for e in items], bool(items) and _next(data) is not None
+
     # --- dictionaries -----------------------------------------------------------------------
     async def pipelines(self, *, priority: Priority) -> list[Pipeline]:
         """Every pipeline with its statuses (one call: the endpoint has no paging)."""
@@ -152,6 +170,20 @@ class KommoClient:
         """The tag dictionary of one entity kind (dictionaries are per kind)."""
         found = await self._collect(f"/api/v4/{kind.name}/tags", {"limit": CHUNK}, "tags", priority)
         return [parse.tag(t) for t in found]
+
+    async def loss_reasons(self, *, priority: Priority) -> list[LossReason]:
+        """Every loss reason (``GET /api/v4/leads/loss_reasons``, every page)."""
+        found = await self._collect(
+            "/api/v4/leads/loss_reasons", {"limit": CHUNK}, "loss_reasons", priority
+        )
+        return [parse.loss_reason(r) for r in found]
+
+    async def custom_fields(self, kind: EntityKind, *, priority: Priority) -> list[CustomField]:
+        """The custom field definitions of one kind (Kommo serves at most 50 a page)."""
+        found = await self._collect(
+            f"/api/v4/{kind.name}/custom_fields", {"limit": FIELDS_PAGE}, "custom_fields", priority
+        )
+        return [parse.custom_field(kind.name, f) for f in found]
 
     async def account(self, *, priority: Priority, with_: Sequence[str] = ()) -> JSON:
         data = await self.get("/api/v4/account", self._with(with_) or None, priority=priority)

@@ -12,7 +12,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from service.kinds import EntityKind
-from service.records import Event, Pipeline, Record, Status, TagRef, User
+from service.kommo import fields
+from service.records import (
+    CustomField,
+    Event,
+    FieldOption,
+    LossReason,
+    Pipeline,
+    Record,
+    Status,
+    TagRef,
+    User,
+)
 
 JSON = Mapping[str, Any]
 
@@ -46,8 +57,8 @@ def record(kind: EntityKind, obj: JSON) -> Record:
     """One lead, contact, … as the mirror writes it."""
     row = tuple(_value(c.type, obj.get(c.name)) for c in kind.columns)
     links: dict[str, tuple[tuple[int, bool], ...]] = {}
-    for link in kind.links:
-        if link.needs_with is None or link.embedded in (obj.get("_embedded") or {}):
+    for link in kind.links:  # a list Kommo did not send is unknown, not empty
+        if link.embedded in (obj.get("_embedded") or {}):
             links[link.embedded] = tuple(
                 (int(x["id"]), bool(x.get("is_main"))) for x in embedded(obj, link.embedded)
             )
@@ -60,7 +71,10 @@ def record(kind: EntityKind, obj: JSON) -> Record:
         raw=json.dumps(strip_links(obj)),
         tags=tuple(tag(t) for t in embedded(obj, "tags")) if kind.tag_table else (),
         links=links,
-        phones=tuple(phones_of(obj)) if kind.phones_table else (),
+        phones=tuple(fields.multitext(obj, "PHONE")) if kind.phones_table else (),
+        emails=tuple(fields.multitext(obj, "EMAIL")) if kind.emails_table else (),
+        values=fields.values_of(obj),
+        loss_reason=next((loss_reason(r) for r in embedded(obj, "loss_reason")), None),
     )
 
 
@@ -75,15 +89,7 @@ def linked_ids(obj: JSON, key: str) -> set[int]:
 
 def phones_of(obj: JSON) -> list[tuple[str, str | None]]:
     """The (raw value, enum code) of every PHONE value, in Kommo's order."""
-    found = []
-    for cf in obj.get("custom_fields_values") or []:
-        if cf.get("field_code") != "PHONE":
-            continue
-        for v in cf.get("values") or []:
-            if v.get("value") not in (None, ""):
-                code = v.get("enum_code") or v.get("enum")
-                found.append((str(v["value"]), None if code is None else str(code)))
-    return found
+    return fields.multitext(obj, "PHONE")
 
 
 def tag(obj: JSON) -> TagRef:
@@ -103,6 +109,45 @@ def event(obj: JSON) -> Event:
         int(obj["entity_id"]),
         int(obj["created_at"]),
         tuple(linked),
+        _int(obj.get("created_by")),
+        _status(obj.get("value_before")),
+        _status(obj.get("value_after")),
+    )
+
+
+def _status(values: Any) -> tuple[int, int] | None:
+    """``[{"lead_status": {"id": S, "pipeline_id": P}}]`` → (P, S)."""
+    for value in values or []:
+        status = value.get("lead_status") if isinstance(value, dict) else None
+        if isinstance(status, dict) and status.get("id") is not None:
+            return int(status.get("pipeline_id") or 0), int(status["id"])
+    return None
+
+
+def loss_reason(obj: JSON) -> LossReason:
+    return LossReason(
+        int(obj["id"]),
+        str(obj.get("name") or ""),
+        int(obj.get("sort") or 0),
+        json.dumps(strip_links(obj)),
+    )
+
+
+def custom_field(entity_type: str, obj: JSON) -> CustomField:
+    options = tuple(
+        FieldOption(int(e["id"]), str(e.get("value") or ""), int(e.get("sort") or 0))
+        for e in obj.get("enums") or []
+        if isinstance(e, dict) and e.get("id") is not None
+    )
+    return CustomField(
+        entity_type,
+        int(obj["id"]),
+        str(obj.get("name") or ""),
+        str(obj.get("type") or ""),
+        obj.get("code"),
+        int(obj.get("sort") or 0),
+        json.dumps(strip_links(obj)),
+        options,
     )
 
 

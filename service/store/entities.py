@@ -130,7 +130,9 @@ async def alive_ids_between(
 async def analyze(conn: Conn) -> None:
     """Refresh the planner's statistics (a backfill grows the tables from nothing quickly)."""
     await conn.execute(
-        "ANALYZE leads, contacts, tags, lead_tags, contact_tags, lead_contacts, contact_phones"
+        "ANALYZE leads, contacts, companies, tags, lead_tags, contact_tags, company_tags,"
+        " lead_contacts, lead_companies, contact_companies, contact_phones, company_phones,"
+        " contact_emails, custom_field_values"
     )
 
 

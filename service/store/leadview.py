@@ -75,7 +75,37 @@ async def leads_with_tags(conn: Conn, account_id: int, tag_ids: Collection[int])
     return [r["lead_id"] for r in rows]
 
 
-_REFRESH = """
+async def leads_showing_names(
+    conn: Conn,
+    account_id: int,
+    pipelines: Collection[int] = (),
+    statuses: Collection[tuple[int, int]] = (),
+    users: Collection[int] = (),
+    loss_reasons: Collection[int] = (),
+) -> list[int]:
+    """The leads that show one of these dictionary entries by name (a rename re-shows them)."""
+    if not (pipelines or statuses or users or loss_reasons):
+        return []
+    rows = await conn.fetch(
+        """SELECT l.id FROM leads l
+           WHERE l.account_id = $1 AND (
+               l.pipeline_id = ANY($2::bigint[])
+               OR EXISTS (SELECT 1 FROM unnest($3::bigint[], $4::bigint[]) AS s(p, id)
+                          WHERE s.p = l.pipeline_id AND s.id = l.status_id)
+               OR l.responsible_user_id = ANY($5::bigint[])
+               OR l.loss_reason_id = ANY($6::bigint[]))
+           ORDER BY l.id""",
+        account_id,
+        list(pipelines),
+        [p for p, _ in statuses],
+        [s for _, s in statuses],
+        list(users),
+        list(loss_reasons),
+    )
+    return [r["id"] for r in rows]
+
+
+_SHOWN = """
 WITH tag_lists AS (
     SELECT lt.lead_id,
            jsonb_agg(jsonb_build_object('id', t.id, 'name', t.name) ORDER BY t.id) AS tags
@@ -89,40 +119,79 @@ WITH tag_lists AS (
     JOIN contacts c ON c.account_id = lc.account_id AND c.id = lc.contact_id
     WHERE lc.account_id = $1 AND lc.lead_id = ANY($2::bigint[]) AND NOT c.is_deleted
 ), phone_lists AS (
-    SELECT p.contact_id, jsonb_agg(p.normalized ORDER BY p.position) AS phones
+    SELECT p.contact_id,
+           COALESCE(jsonb_agg(p.normalized ORDER BY p.position)
+                        FILTER (WHERE p.normalized IS NOT NULL), '[]'::jsonb) AS phones,
+           COALESCE(jsonb_agg(p.raw ORDER BY p.position)
+                        FILTER (WHERE p.normalized IS NULL), '[]'::jsonb) AS unparsed
     FROM contact_phones p
-    WHERE p.account_id = $1 AND p.normalized IS NOT NULL
-      AND p.contact_id IN (SELECT contact_id FROM links)
+    WHERE p.account_id = $1 AND p.contact_id IN (SELECT contact_id FROM links)
     GROUP BY p.contact_id
+), email_lists AS (
+    SELECT e.contact_id, jsonb_agg(e.normalized ORDER BY e.position) AS emails
+    FROM contact_emails e
+    WHERE e.account_id = $1 AND e.normalized IS NOT NULL
+      AND e.contact_id IN (SELECT contact_id FROM links)
+    GROUP BY e.contact_id
 ), contact_lists AS (
     SELECT k.lead_id,
            jsonb_agg(jsonb_build_object('id', k.contact_id, 'is_main', k.is_main, 'name', k.name,
-                                        'phones', COALESCE(pl.phones, '[]'::jsonb))
+                                        'phones', COALESCE(pl.phones, '[]'::jsonb),
+                                        'emails', COALESCE(el.emails, '[]'::jsonb),
+                                        'unparsed_phones', COALESCE(pl.unparsed, '[]'::jsonb))
                      ORDER BY k.is_main DESC, k.contact_id) AS contacts
-    FROM links k LEFT JOIN phone_lists pl ON pl.contact_id = k.contact_id
+    FROM links k
+    LEFT JOIN phone_lists pl ON pl.contact_id = k.contact_id
+    LEFT JOIN email_lists el ON el.contact_id = k.contact_id
     GROUP BY k.lead_id
+), company_lists AS (
+    SELECT lc.lead_id,
+           jsonb_agg(jsonb_build_object('id', co.id, 'name', co.name) ORDER BY co.id) AS companies
+    FROM lead_companies lc
+    JOIN companies co ON co.account_id = lc.account_id AND co.id = lc.company_id
+    WHERE lc.account_id = $1 AND lc.lead_id = ANY($2::bigint[]) AND NOT co.is_deleted
+    GROUP BY lc.lead_id
 ), fresh AS (
     SELECT l.id, l.shown AS old, jsonb_build_object(
         'id', l.id,
         'name', l.name,
         'price', l.price,
         'pipeline_id', l.pipeline_id,
+        'pipeline_name', p.name,
         'status_id', l.status_id,
+        'status_name', s.name,
         'responsible_user_id', l.responsible_user_id,
+        'responsible_user_name', u.name,
         'created_at', kommo_iso(l.created_at),
         'updated_at', kommo_iso(l.updated_at),
         'closed_at', kommo_iso(l.closed_at),
         'is_deleted', l.is_deleted,
         'tags', COALESCE(tl.tags, '[]'::jsonb),
         'contacts', COALESCE(cl.contacts, '[]'::jsonb),
+        'companies', COALESCE(col.companies, '[]'::jsonb),
+        'loss_reason', CASE WHEN r.id IS NULL THEN NULL
+                            ELSE jsonb_build_object('id', r.id, 'name', r.name) END,
         'custom_fields', l.custom_fields) AS shown
     FROM leads l
     LEFT JOIN tag_lists tl ON tl.lead_id = l.id
     LEFT JOIN contact_lists cl ON cl.lead_id = l.id
+    LEFT JOIN company_lists col ON col.lead_id = l.id
+    LEFT JOIN pipelines p ON p.account_id = l.account_id AND p.id = l.pipeline_id
+    LEFT JOIN statuses s ON s.account_id = l.account_id AND s.pipeline_id = l.pipeline_id
+                        AND s.id = l.status_id
+    LEFT JOIN users u ON u.account_id = l.account_id AND u.id = l.responsible_user_id
+    LEFT JOIN loss_reasons r ON r.account_id = l.account_id AND r.id = l.loss_reason_id
     WHERE l.account_id = $1 AND l.id = ANY($2::bigint[])
 ), changed AS (
     SELECT id, shown, old FROM fresh WHERE old IS DISTINCT FROM shown ORDER BY id
 )
+"""
+"""What a batch of leads shows (the ``lead`` object of lead_update), computed for the batch in
+one statement; ``changed`` holds the leads where it differs from what was last shown."""
+
+_REFRESH = (
+    _SHOWN
+    + """
 UPDATE leads l SET
     shown = c.shown,
     last_source = $3,
@@ -137,8 +206,20 @@ WHERE l.account_id = $1 AND l.id = c.id
 RETURNING l.id, l.last_action, c.shown->>'updated_at' AS updated_at,
     c.old->>'updated_at' AS previous_updated_at
 """
-"""What a batch of leads shows (the ``lead`` object of lead_update), computed for the batch in
-one statement and stored where it changed; their versions come next, under the version lock."""
+)
+"""Store what changed; the versions come next, under the version lock."""
+
+_QUIET = (
+    _SHOWN
+    + """
+UPDATE leads l SET shown = c.shown
+FROM changed c
+WHERE l.account_id = $1 AND l.id = c.id AND c.old IS NOT NULL
+RETURNING l.id
+"""
+)
+"""Store what changed without a new version (an upgrade adding fields consumers will see on
+each lead's next change)."""
 
 
 async def refresh_leads(
@@ -176,3 +257,19 @@ async def refresh_leads(
     ]
     changes.sort(key=lambda c: c.version)
     return changes
+
+
+async def refresh_quietly(conn: Conn, account_id: int, lead_ids: Collection[int]) -> list[int]:
+    """Recompute what these leads show, storing it without a new version or a message (a schema
+    upgrade that only adds fields, see CHANGELOG.md). Returns the leads never shown before:
+    those need :func:`refresh_leads` (consumers must hear of them)."""
+    if not lead_ids:
+        return []
+    wanted = sorted(set(lead_ids))
+    await conn.fetch(_QUIET, account_id, wanted)
+    rows = await conn.fetch(
+        "SELECT id FROM leads WHERE account_id = $1 AND id = ANY($2::bigint[]) AND shown IS NULL",
+        account_id,
+        wanted,
+    )
+    return [r["id"] for r in rows]

@@ -1,4 +1,5 @@
-"""What hangs off an entity, replaced exactly whenever it is written: tags, links, phones.
+"""What hangs off an entity, replaced exactly whenever it is written: tags, links, phones,
+e-mails and custom field values.
 
 Each set is replaced to what Kommo sent, including to empty (an empty tag list is a real
 state). A link Kommo lists only on request (``Link.needs_with``) is kept as it is when the
@@ -7,8 +8,9 @@ fetch did not ask for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
+from service.emails import normalize_email
 from service.kinds import EntityKind
 from service.phones import normalize_phone
 from service.records import Record, TagRef
@@ -58,7 +60,26 @@ async def replace_all(
     for index in range(len(kind.links)):
         await _replace_links(conn, account_id, kind, index, written)
     if kind.phones_table:
-        await _replace_phones(conn, account_id, kind, written, region)
+        await _replace_contact_points(
+            conn,
+            account_id,
+            kind.phones_table,
+            kind,
+            written,
+            [r.phones for r in written],
+            lambda raw: normalize_phone(raw, region),
+        )
+    if kind.emails_table:
+        await _replace_contact_points(
+            conn,
+            account_id,
+            kind.emails_table,
+            kind,
+            written,
+            [r.emails for r in written],
+            normalize_email,
+        )
+    await _replace_values(conn, account_id, kind, written)
     return renamed
 
 
@@ -119,17 +140,24 @@ async def _replace_links(
         )
 
 
-async def _replace_phones(
-    conn: Conn, account_id: int, kind: EntityKind, written: Sequence[Record], region: str
+async def _replace_contact_points(
+    conn: Conn,
+    account_id: int,
+    table: str,
+    kind: EntityKind,
+    written: Sequence[Record],
+    points: Sequence[Sequence[tuple[str, str | None]]],
+    normalize: Callable[[str], str | None],
 ) -> None:
-    table, owner = kind.phones_table, kind.owner
+    """Phones or e-mails: one row per value, raw and normalised, in Kommo's order."""
+    owner = kind.owner
     ids, positions, raws, normalized, codes = [], [], [], [], []
-    for r in written:
-        for pos, (raw, code) in enumerate(r.phones):
+    for r, values in zip(written, points, strict=True):
+        for pos, (raw, code) in enumerate(values):
             ids.append(r.id)
             positions.append(pos)
             raws.append(raw)
-            normalized.append(normalize_phone(raw, region))
+            normalized.append(normalize(raw))
             codes.append(code)
     await conn.execute(
         f"DELETE FROM {table} WHERE account_id = $1 AND {owner} = ANY($2::bigint[])",
@@ -149,3 +177,39 @@ async def _replace_phones(
             normalized,
             codes,
         )
+
+
+async def _replace_values(
+    conn: Conn, account_id: int, kind: EntityKind, written: Sequence[Record]
+) -> None:
+    """Custom field values: exactly what Kommo sent (none when it sent null)."""
+    values = [(r.id, v) for r in written for v in r.values]
+    await conn.execute(
+        """DELETE FROM custom_field_values
+           WHERE account_id = $1 AND entity_type = $2 AND entity_id = ANY($3::bigint[])""",
+        account_id,
+        kind.name,
+        [r.id for r in written],
+    )
+    if not values:
+        return
+    await conn.execute(
+        """INSERT INTO custom_field_values (account_id, entity_type, entity_id, field_id, position,
+               value_text, value_number, value_bool, value_at, enum_id, enum_code)
+           SELECT $1, $2, u.e, u.f, u.p, u.t, u.n, u.b, to_timestamp(u.a), u.i, u.c
+           FROM unnest($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::numeric[],
+                       $8::bool[], $9::float8[], $10::bigint[], $11::text[])
+               AS u(e, f, p, t, n, b, a, i, c)
+           ON CONFLICT DO NOTHING""",
+        account_id,
+        kind.name,
+        [e for e, _ in values],
+        [v.field_id for _, v in values],
+        [v.position for _, v in values],
+        [v.text for _, v in values],
+        [v.number for _, v in values],
+        [v.flag for _, v in values],
+        [v.at for _, v in values],
+        [v.enum_id for _, v in values],
+        [v.enum_code for _, v in values],
+    )

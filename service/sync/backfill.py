@@ -1,13 +1,19 @@
 """The backfill: a full import, page by page, resumable, that leaves the cursors for reconcile.
 
 It runs on a first start with no cursor (the worker queues it) and on demand with
-``kommo-sync backfill``. Order: pipelines and users, the tag dictionaries, every contact, then
-every lead (so a lead is first shown with its contacts). Pages are read by number in id order;
-after each page is committed its number is saved, so a crash resumes at the next page. The
-next page is fetched while the current one is written, keeping the request budget busy; memory
-stays bounded at two pages. Anything that changes during the import is caught by reconcile,
-whose cursors start at the moment the import began (minus the overlap); the id sweep catches a
-row that page drift let slip by.
+``kommo-sync backfill``. Order: the dictionaries (pipelines and stages, users, loss reasons, the
+tag dictionaries and custom field definitions of every kind), every company, every contact, then
+every lead (so a lead is first shown with its companies and contacts). Pages are read by number
+in id order; after each page is committed its number is saved, so a crash resumes at the next
+page. The next page is fetched while the current one is written, keeping the request budget
+busy; memory stays bounded at two pages. Anything that changes during the import is caught by
+reconcile, whose cursors start at the moment the import began (minus the overlap); the id sweep
+catches a row that page drift let slip by.
+
+The same import, quiet (no new versions, no messages), upgrades a mirror made by an earlier
+release that lacked companies, custom field values, e-mails and loss reasons (:data:`UPGRADE`):
+it runs in the background while the mirror stays live, and leads gain the new fields without
+a storm of ``lead_update`` messages (CHANGELOG.md says what consumers see, and when).
 """
 
 from __future__ import annotations
@@ -18,19 +24,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.kinds import CONTACTS, LEADS, EntityKind
+from service.kinds import COMPANIES, CONTACTS, LEADS, EntityKind
 from service.kommo.budget import Priority
 from service.kommo.client import Page
 from service.store import cursors, entities
 from service.sync import dictionaries
 from service.sync.events import CURSOR as EVENTS_CURSOR
 from service.sync.mirror import Batch, Mirror
+from service.sync.reconcile import STREAMS
 from service.sync.window import OVERLAP
 
 log = logging.getLogger(__name__)
 
 CURSOR = "backfill"
-ORDER = (CONTACTS, LEADS)
+UPGRADE = "upgrade_2"  # the cursor of the quiet import that upgrades an older mirror
+ORDER = (COMPANIES, CONTACTS, LEADS)
 STAGES = ("dictionaries", *(k.name for k in ORDER), "done")
 ANALYZE_AT = frozenset({2, 8, 32, 128, 512, 2048})
 
@@ -47,15 +55,22 @@ class Progress:
 
 
 class Backfill:
-    def __init__(self, mirror: Mirror) -> None:
+    def __init__(self, mirror: Mirror, *, cursor: str = CURSOR) -> None:
         self.mirror = mirror
         self.res = mirror.res
         self.kommo = mirror.kommo
         self.acc = mirror.account_id
+        self.cursor = cursor
+        self.quiet = cursor == UPGRADE
+        self.source = "backfill"
+
+    @classmethod
+    def upgrade(cls, mirror: Mirror) -> Backfill:
+        return cls(mirror, cursor=UPGRADE)
 
     async def load(self) -> Progress | None:
         async with self.res.pool.acquire() as conn:
-            found = await cursors.get_cursor_state(conn, self.acc, CURSOR)
+            found = await cursors.get_cursor_state(conn, self.acc, self.cursor)
         if found is None:
             return None
         started_at, state = found
@@ -68,14 +83,20 @@ class Backfill:
             await cursors.set_cursor(
                 conn,
                 self.acc,
-                CURSOR,
+                self.cursor,
                 p.started_at,
                 {"stage": p.stage, "page": p.page, "rows": p.rows},
             )
 
     async def needed(self) -> bool:
         p = await self.load()
-        return p is None or p.stage != "done"
+        if not self.quiet:
+            return p is None or p.stage != "done"
+        # an upgrade is needed where a backfill of an earlier release finished without it
+        if p is not None:
+            return p.stage != "done"
+        done = await Backfill(self.mirror).load()
+        return done is not None and done.stage == "done"
 
     async def run(self, *, restart: bool = False, tick: Tick | None = None) -> Progress:
         p = None if restart else await self.load()
@@ -83,16 +104,12 @@ class Backfill:
             p = Progress("dictionaries", 1, int(time.time()))
             await self.save(p)
         if p.stage == "done":
-            log.info("backfill already complete (started %d)", p.started_at)
+            log.info("%s already complete (started %d)", self.cursor, p.started_at)
             return p
-        log.info("backfill: %s from page %d", p.stage, p.page)
+        log.info("%s: %s from page %d", self.cursor, p.stage, p.page)
         started = time.monotonic()
         if p.stage == "dictionaries":
-            m = self.mirror
-            await dictionaries.pipelines(m)
-            await dictionaries.users(m)
-            for kind in (LEADS, CONTACTS):
-                await dictionaries.tags(m, kind)
+            await self._dictionaries()
             p.stage, p.page = ORDER[0].name, 1
             await self.save(p)
         for kind in ORDER:
@@ -102,10 +119,23 @@ class Backfill:
                 await self.save(p)
         async with self.res.pool.acquire() as conn, conn.transaction():
             start = p.started_at - OVERLAP
-            for name in (LEADS.name, CONTACTS.name, EVENTS_CURSOR):
+            for name in (*(k.name for k in STREAMS), EVENTS_CURSOR):
                 await cursors.set_cursor_if_absent(conn, self.acc, name, start)
-        log.info("backfill complete: %d rows in %.1fs", p.rows, time.monotonic() - started)
+            if not self.quiet:  # a fresh import has everything: nothing to upgrade
+                await cursors.set_cursor(
+                    conn, self.acc, UPGRADE, p.started_at, {"stage": "done", "page": 1, "rows": 0}
+                )
+        log.info("%s complete: %d rows in %.1fs", self.cursor, p.rows, time.monotonic() - started)
         return p
+
+    async def _dictionaries(self) -> None:
+        m, prio = self.mirror, Priority.BACKFILL
+        await dictionaries.pipelines(m, prio)
+        await dictionaries.users(m, prio)
+        await dictionaries.loss_reasons(m, prio)
+        for kind in ORDER:
+            await dictionaries.tags(m, kind, prio)
+            await dictionaries.custom_fields(m, kind, prio)
 
     async def pages(self, kind: EntityKind) -> int:
         """The number of pages of ``kind``, by probing (about 2·log2(pages) calls)."""
@@ -146,14 +176,14 @@ class Backfill:
                 break
 
     async def _write(self, kind: EntityKind, page: Page) -> None:
+        batch = Batch(quiet=self.quiet)
         if kind is LEADS:
             await self.mirror.apply_leads(
-                page.records, priority=Priority.BACKFILL, source="backfill"
+                page.records, priority=Priority.BACKFILL, source=self.source, batch=batch
             )
         else:
-            batch = Batch()
             batch.add(page.records)
-            await self.mirror.apply(batch, "backfill")
+            await self.mirror.apply(batch, self.source)
 
 
 def _log_every(pages: int) -> Tick:

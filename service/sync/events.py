@@ -21,6 +21,9 @@ EVENT_OVERLAP = 30
 CURSOR = "events"
 
 
+STATUS_CHANGED = "lead_status_changed"  # recorded as stage history, never refetched
+
+
 def event_types() -> tuple[str, ...]:
     """The event types the reconcile reads, for every mirrored kind."""
     per_kind = ("deleted", "restored", "linked", "unlinked")
@@ -30,6 +33,7 @@ def event_types() -> tuple[str, ...]:
         "entity_unlinked",
         "entity_tag_added",
         "entity_tag_deleted",
+        STATUS_CHANGED,
     )
 
 
@@ -65,7 +69,7 @@ class EventFeed:
         restored: dict[str, set[int]] = {name: set() for name in kinds.values()}
         for e in events:
             name = kinds.get(e.entity_type)
-            if name is None:
+            if name is None or e.type == STATUS_CHANGED:  # the lead stream has the move itself
                 continue
             if e.type == f"{e.entity_type}_deleted":
                 deleted[name].add(e.entity_id)
@@ -82,7 +86,12 @@ class EventFeed:
             deleted[name] -= restored[name]
             fetch[name] = (fetch[name] - deleted[name]) | restored[name]
         when = max(e.created_at for e in events)
-        batch = Batch(deletes=deleted, restored=restored, deleted_at=when)
+        batch = Batch(
+            deletes=deleted,
+            restored=restored,
+            deleted_at=when,
+            status_changes=[e for e in events if e.type == STATUS_CHANGED],
+        )
         outcome, seen = await self.mirror.fetch_and_apply(
             fetch, priority=Priority.RECONCILE, source="reconcile", batch=batch
         )

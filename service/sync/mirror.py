@@ -21,10 +21,10 @@ from prometheus_client import Counter, Histogram
 
 from service.kinds import ENTITY_KINDS, LEADS, EntityKind, kind_named
 from service.kommo.budget import Priority
-from service.records import Pipeline, Record, TagRef, User
+from service.records import CustomField, Event, LossReason, Pipeline, Record, TagRef, User
 from service.resources import SyncResources
 from service.settings import ConfigError
-from service.store import dictionaries, entities, leadview, links
+from service.store import Conn, dictionaries, entities, history, leadview, links
 from service.store.leadview import LeadChange
 from service.sync import outbox, status
 
@@ -43,6 +43,7 @@ ROWS_WRITTEN = Counter(
     "mirror_rows_written_total", "rows written to the mirror", ["entity", "source"]
 )
 
+RESHOW_CHUNK = 2000  # leads re-shown per transaction after a rename many leads show
 Ids = Mapping[str, Collection[int]]
 """Entity ids by kind name."""
 
@@ -61,11 +62,25 @@ class Batch:
     deleted_at: float = field(default_factory=time.time)
     pipelines: Sequence[Pipeline] | None = None  # a complete listing, or None
     users: Sequence[User] | None = None  # a complete listing, or None
+    loss_reasons: Sequence[LossReason] | None = None  # a complete listing, or None
+    custom_fields: dict[str, list[CustomField]] = field(default_factory=dict)  # per kind
     tags: dict[str, list[TagRef]] = field(default_factory=dict)  # tag dictionaries, per kind
+    status_changes: Sequence[Event] = ()  # lead_status_changed events (the stage history)
+    quiet: bool = False  # store what leads show without new versions (an upgrade adding fields)
 
     def add(self, records: Iterable[Record]) -> None:
         for r in records:
             self.records.setdefault(r.kind.name, []).append(r)
+
+
+@dataclass
+class Names:
+    """Dictionary entries leads show by name that a batch renamed (or added)."""
+
+    pipelines: list[int] = field(default_factory=list)
+    statuses: list[tuple[int, int]] = field(default_factory=list)
+    users: list[int] = field(default_factory=list)
+    loss_reasons: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -88,34 +103,15 @@ class Mirror:
         self.region = res.settings.phone_default_region
 
     async def apply(self, batch: Batch, source: str) -> Outcome:
-        acc, region = self.account_id, self.region
-        written: dict[str, list[int]] = {}
-        deleted: dict[str, list[int]] = {}
+        """Write the batch in one transaction, then publish what leads now show differently.
+
+        A dictionary change that many leads show (a stage renamed) re-shows them afterwards in
+        transactions of ``RESHOW_CHUNK`` leads, so that other writers are not held up."""
+        acc = self.account_id
         async with self.res.pool.acquire() as conn, conn.transaction():
             await leadview.lock_account(conn, acc)
-            if batch.pipelines is not None:
-                await dictionaries.replace_pipelines(conn, acc, batch.pipelines)
-            if batch.users is not None:
-                await dictionaries.replace_users(conn, acc, batch.users)
-            renamed: list[int] = []  # lead tags renamed: their leads show the new name
-            for name, tags in batch.tags.items():
-                changed = await links.upsert_tags(conn, acc, kind_named(name), tags)
-                renamed += changed if name == LEADS.name else []
-            for kind in ENTITY_KINDS:
-                rows = await entities.upsert(
-                    conn,
-                    acc,
-                    kind,
-                    batch.records.get(kind.name, ()),
-                    restored=batch.restored.get(kind.name, ()),
-                )
-                changed = await links.replace_all(conn, acc, kind, rows, region)
-                renamed += changed if kind is LEADS else []
-                written[kind.name] = [r.id for r in rows]
-            for kind in ENTITY_KINDS:
-                deleted[kind.name] = await entities.tombstone(
-                    conn, acc, kind, batch.deletes.get(kind.name, ()), batch.deleted_at
-                )
+            names = await self._dictionaries(conn, batch)
+            written, deleted, renamed_tags = await self._entities(conn, batch)
             touched = set(written[LEADS.name]) | set(deleted[LEADS.name])
             for kind in ENTITY_KINDS:
                 if kind is not LEADS and (written[kind.name] or deleted[kind.name]):
@@ -124,14 +120,110 @@ class Mirror:
                             conn, acc, kind, [*written[kind.name], *deleted[kind.name]]
                         )
                     )
-            touched.update(await leadview.leads_with_tags(conn, acc, renamed))
+            touched.update(await leadview.leads_with_tags(conn, acc, renamed_tags))
+            names.loss_reasons += await dictionaries.upsert_loss_reasons(
+                conn,
+                acc,
+                [
+                    r.loss_reason
+                    for r in batch.records.get(LEADS.name, ())
+                    if r.loss_reason is not None
+                ],
+                complete=False,
+            )
+            reshow = await leadview.leads_showing_names(
+                conn, acc, names.pipelines, names.statuses, names.users, names.loss_reasons
+            )
+            if len(reshow) <= RESHOW_CHUNK:
+                touched.update(reshow)
+                reshow = []
+            if batch.quiet:
+                touched = set(await leadview.refresh_quietly(conn, acc, touched))
             changes = await leadview.refresh_leads(conn, acc, touched, source)
+            stale = await self._stale_dictionaries(conn, batch, written[LEADS.name])
         for kind in ENTITY_KINDS:
             ROWS_WRITTEN.labels(kind.name, source).inc(
                 len(written[kind.name]) + len(deleted[kind.name])
             )
         await self.publish(changes)
+        if stale:
+            await self.res.redis.sadd(self.res.keys.dictionaries_stale, *stale)  # type: ignore[misc]
+        if reshow:
+            changes += await self.reshow(reshow, source, quiet=batch.quiet)
         return Outcome(written, deleted, changes)
+
+    async def reshow(
+        self, lead_ids: Sequence[int], source: str, *, quiet: bool = False
+    ) -> list[LeadChange]:
+        """Re-show these leads, ``RESHOW_CHUNK`` per transaction (one statement each)."""
+        changes: list[LeadChange] = []
+        for i in range(0, len(lead_ids), RESHOW_CHUNK):
+            chunk = lead_ids[i : i + RESHOW_CHUNK]
+            async with self.res.pool.acquire() as conn, conn.transaction():
+                await leadview.lock_account(conn, self.account_id)
+                if quiet:
+                    chunk = await leadview.refresh_quietly(conn, self.account_id, chunk)
+                done = await leadview.refresh_leads(conn, self.account_id, chunk, source)
+            await self.publish(done)
+            changes += done
+        return changes
+
+    async def _dictionaries(self, conn: Conn, batch: Batch) -> Names:
+        acc, names = self.account_id, Names()
+        if batch.pipelines is not None:
+            names.pipelines, names.statuses = await dictionaries.replace_pipelines(
+                conn, acc, batch.pipelines
+            )
+        if batch.users is not None:
+            names.users = await dictionaries.replace_users(conn, acc, batch.users)
+        if batch.loss_reasons is not None:
+            names.loss_reasons = await dictionaries.upsert_loss_reasons(
+                conn, acc, batch.loss_reasons, complete=True
+            )
+        for entity_type, defined in batch.custom_fields.items():
+            await dictionaries.replace_custom_fields(conn, acc, entity_type, defined)
+        await history.record_status_changes(conn, acc, batch.status_changes)
+        return names
+
+    async def _entities(
+        self, conn: Conn, batch: Batch
+    ) -> tuple[dict[str, list[int]], dict[str, list[int]], list[int]]:
+        """Upsert every kind with its side tables, then tombstones; returns the ids written and
+        deleted per kind, and the lead tags renamed (their leads show the new name)."""
+        acc, region = self.account_id, self.region
+        written: dict[str, list[int]] = {}
+        deleted: dict[str, list[int]] = {}
+        renamed: list[int] = []
+        for name, tags in batch.tags.items():
+            changed = await links.upsert_tags(conn, acc, kind_named(name), tags)
+            renamed += changed if name == LEADS.name else []
+        for kind in ENTITY_KINDS:
+            rows = await entities.upsert(
+                conn,
+                acc,
+                kind,
+                batch.records.get(kind.name, ()),
+                restored=batch.restored.get(kind.name, ()),
+            )
+            changed = await links.replace_all(conn, acc, kind, rows, region)
+            renamed += changed if kind is LEADS else []
+            written[kind.name] = [r.id for r in rows]
+        for kind in ENTITY_KINDS:
+            deleted[kind.name] = await entities.tombstone(
+                conn, acc, kind, batch.deletes.get(kind.name, ()), batch.deleted_at
+            )
+        return written, deleted, renamed
+
+    async def _stale_dictionaries(
+        self, conn: Conn, batch: Batch, leads: Sequence[int]
+    ) -> list[str]:
+        """Dictionaries the written records point past (read again on the next tick)."""
+        stale = sorted(await dictionaries.missing_for_leads(conn, self.account_id, leads))
+        for kind in ENTITY_KINDS:
+            ids = [v.field_id for r in batch.records.get(kind.name, ()) for v in r.values]
+            if ids and await dictionaries.unknown_fields(conn, self.account_id, kind.name, ids):
+                stale.append(f"custom_fields:{kind.name}")
+        return stale
 
     async def publish(self, changes: Sequence[LeadChange]) -> None:
         """After the commit: publish the batch's messages and drop them from the outbox."""

@@ -13,12 +13,13 @@ only after their rows are committed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from service.kinds import CONTACTS, LEADS, EntityKind
+from service.kinds import COMPANIES, CONTACTS, LEADS, EntityKind
 from service.kommo.budget import Priority
 from service.records import Record
 from service.store import cursors
@@ -32,7 +33,7 @@ from service.sync.window import OVERLAP, load_window
 log = logging.getLogger(__name__)
 
 SLOW_EVERY = 4
-STREAMS = (LEADS, CONTACTS)
+STREAMS = (LEADS, CONTACTS, COMPANIES)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Reconciler:
         await hints.ensure_scheduled(res.redis, res.arq, res.keys)
         for kind in STREAMS:
             report.fixed[kind.name] = await self.stream(kind)
+        report.fixed["stale"] = await dictionaries.refresh_stale(self.mirror)
         slow = self._slow_items()
         slot = number % (SLOW_EVERY * len(slow))
         if slot % SLOW_EVERY == SLOW_EVERY - 1:
@@ -103,14 +105,18 @@ class Reconciler:
 
     def _slow_items(self) -> list[tuple[str, Callable[[], Awaitable[int]]]]:
         m = self.mirror
-        return [
+        items: list[tuple[str, Callable[[], Awaitable[int]]]] = [
             ("pipelines", lambda: dictionaries.pipelines(m)),
             ("users", lambda: dictionaries.users(m)),
-            ("lead_tags", lambda: dictionaries.tags(m, LEADS)),
-            ("sweep_leads", lambda: self.sweep.page(LEADS)),
-            ("contact_tags", lambda: dictionaries.tags(m, CONTACTS)),
-            ("sweep_contacts", lambda: self.sweep.page(CONTACTS)),
+            ("loss_reasons", lambda: dictionaries.loss_reasons(m)),
         ]
+        for kind in STREAMS:
+            items += [
+                (f"{kind.singular}_tags", functools.partial(dictionaries.tags, m, kind)),
+                (f"sweep_{kind.name}", functools.partial(self.sweep.page, kind)),
+                (f"{kind.singular}_fields", functools.partial(dictionaries.custom_fields, m, kind)),
+            ]
+        return items
 
     async def stream(self, kind: EntityKind) -> int:
         """Re-read everything updated since the cursor (minus the overlap); return rows fixed."""

@@ -36,6 +36,11 @@ SETTINGS = (
     "delete_contact",
     "restore_contact",
     "responsible_contact",
+    "add_company",
+    "update_company",
+    "delete_company",
+    "restore_company",
+    "responsible_company",
 )
 """The events the service needs: Kommo's documented names (amoCRM ``webhooks-api``)."""
 
