@@ -64,6 +64,8 @@ async def test_lead_with_contact_is_shown_completely(pool: asyncpg.Pool) -> None
             "is_main": True,
             "name": "Jane Doe",
             "phones": ["15550001111", "15550002222"],
+            "emails": ["jane@example.com"],
+            "unparsed_phones": [],
         }
     ]
     assert shown["updated_at"] == "2025-05-26T14:13:32Z" and shown["closed_at"] is None
