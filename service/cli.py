@@ -69,7 +69,8 @@ def _stop(line: str, code: int) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kommo-sync",
-        description=__doc__,
+        description="A live one-way mirror of a Kommo CRM account in PostgreSQL,\n"
+        "with every lead change pushed to WebSocket consumers.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
