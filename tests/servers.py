@@ -20,13 +20,11 @@ from pathlib import Path
 
 import asyncpg
 
+from devenv.services import free_port
+
+__all__ = ["PasswordPostgres", "free_port", "password_postgres", "redis_server"]
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
