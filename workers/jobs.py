@@ -161,12 +161,13 @@ async def ensure_backfill(res: SyncResources) -> None:
 
 async def backfill(ctx: dict[str, Any], restart: bool = False) -> bool:
     w = worker_of(ctx)
-    async with locks.held(w.res.redis, w.res.keys.backfill_lock) as mine:
-        if not mine:
-            return False
-        async with job_edge(w, "backfill"):
-            await Backfill(w.mirror).run(restart=restart)
-    return True
+    ran = False
+    async with job_edge(w, "backfill"):  # the lock too: a Redis outage is one line, not a trace
+        async with locks.held(w.res.redis, w.res.keys.backfill_lock) as mine:
+            if mine:
+                await Backfill(w.mirror).run(restart=restart)
+                ran = True
+    return ran
 
 
 async def check_webhook(ctx: dict[str, Any]) -> bool:
