@@ -43,6 +43,7 @@ def make_config(**overrides: object) -> SimConfig:
         "start_time": START,
         "clock_speed": 0.0,
         "rate_limit": RateLimitConfig(rate=0),
+        "webhook_layouts": "fixed",  # the fixtures' layout; test_sim_layouts varies it
     }
     values.update(overrides)
     return SimConfig(**values)  # type: ignore[arg-type]

@@ -137,10 +137,11 @@ async def test_startup_and_page_times() -> None:
             timings.append(time.perf_counter() - t)
             assert len(response.json()["_embedded"]["leads"]) == 250
     summary = (
-        f"\nstartup 10k leads + 5k contacts: {startup * 1000:.0f} ms; "
+        f"\nstartup 10k leads + 5k contacts (+ companies, ~18k seeded stage moves): "
+        f"{startup * 1000:.0f} ms; "
         f"250-lead page with contacts: first {timings[0] * 1000:.1f} ms, "
         f"median {statistics.median(timings) * 1000:.1f} ms"
     )
     print(summary)  # noqa: T201
-    assert startup < 2.0
+    assert startup < 5.0  # about 1.7 s alone on 2 cores; generous for a loaded machine
     assert timings[0] < 0.05 and statistics.median(timings) < 0.05

@@ -37,7 +37,23 @@ def test_seed_is_deterministic_and_realistic() -> None:
     types = {
         f["field_type"] for lead in big.leads.values() for f in lead["custom_fields_values"] or []
     }
-    assert types == {"select", "text", "date", "checkbox", "numeric"}
+    assert types == {
+        "select",
+        "text",
+        "date",
+        "checkbox",
+        "numeric",
+        "multiselect",
+        "radiobutton",
+        "date_time",
+        "birthday",
+        "url",
+        "textarea",
+        "price",
+        "monetary",
+        "category",
+        "tracking_data",
+    }
     assert any(lead["_embedded"]["contacts"] for lead in big.leads.values())
 
 
