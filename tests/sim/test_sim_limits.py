@@ -8,7 +8,7 @@ import httpx
 
 from kommo_sim import RateLimitConfig, Simulator
 
-from .conftest import make_config
+from .helpers import make_config
 
 
 async def test_eighth_request_in_a_second_gets_429(

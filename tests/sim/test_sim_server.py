@@ -17,8 +17,7 @@ from starlette.routing import Route
 
 from kommo_sim import SimConfig, Simulator, serve, serve_app
 
-from .conftest import TOKEN, make_config
-from .helpers import parse_php_form
+from .helpers import TOKEN, make_config, parse_php_form
 
 
 class Inbox:

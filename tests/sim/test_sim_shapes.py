@@ -11,8 +11,7 @@ import pytest
 from kommo_sim import RateLimitConfig, Simulator
 from kommo_sim.seed import CONTACT_EMAIL, CONTACT_POSITION, LEAD_COMMENT, LEAD_MEETING
 
-from .conftest import TOKEN, make_config
-from .helpers import FIXTURES, fixture_json, shape_mismatches
+from .helpers import FIXTURES, TOKEN, fixture_json, make_config, shape_mismatches
 
 NOT_SIMULATED = {
     "errors/403_scope.json": "the token always carries admin rights",

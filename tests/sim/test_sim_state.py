@@ -11,7 +11,7 @@ import pytest
 from kommo_sim import NotFound, Simulator, random_mutation
 from kommo_sim.seed import CONTACT_PHONE
 
-from .conftest import make_config
+from .helpers import make_config
 
 
 def test_seed_is_deterministic_and_realistic() -> None:
