@@ -202,9 +202,9 @@ def api_value(field: CustomField, value: Value, legacy_enum: bool = False) -> Va
     """A stored value as the API shows it (None if its option no longer exists)."""
     if field.enums is None:
         return {"value": value["value"]}
-    try:
-        option = field.option(int(value["enum_id"]))
-    except ValueError:
+    enum_id = value["enum_id"]
+    option = next((o for o in field.enums if o.id == enum_id), None)
+    if option is None:
         return None
     if field.type == "multitext":
         code_key = "enum" if legacy_enum else "enum_code"

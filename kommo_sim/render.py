@@ -31,20 +31,26 @@ def custom_fields_values(
     values: dict[int, list[Value]], fields: dict[int, CustomField], legacy_enum: bool = False
 ) -> list[JSON] | None:
     """The ``custom_fields_values`` array: null (never ``[]``) when nothing is filled."""
-    shown = [f for f in values if f in fields]
+    shown = [fields[f] for f in values if f in fields]
     if not shown:
         return None
+    if len(shown) > 1:
+        shown.sort(key=lambda f: f.sort)
     out: list[JSON] = []
-    for field_id in sorted(shown, key=lambda f: fields[f].sort):
-        field = fields[field_id]
-        rendered = (api_value(field, v, legacy_enum) for v in values[field_id])
+    for field in shown:
+        stored = values[field.id]
+        if field.enums is None:
+            rendered = [{"value": v["value"]} for v in stored]
+        else:
+            maybe = (api_value(field, v, legacy_enum) for v in stored)
+            rendered = [v for v in maybe if v is not None]
         out.append(
             {
                 "field_id": field.id,
                 "field_name": field.name,
                 "field_code": field.code,
                 "field_type": field.type,
-                "values": [v for v in rendered if v is not None],
+                "values": rendered,
             }
         )
     return out
@@ -63,11 +69,14 @@ class Renderer:
 
     def __init__(self, state: State) -> None:
         self.state = state
+        self._rows = {
+            "leads": state.leads.rows,
+            "contacts": state.contacts.rows,
+            "companies": state.companies.rows,
+        }
 
     def _alive(self, kind: str, ids: Any) -> list[int]:
-        rows = {"leads": self.state.leads, "contacts": self.state.contacts}.get(
-            kind, self.state.companies
-        ).rows
+        rows = self._rows[kind]
         return [i for i in ids if i in rows and not rows[i].is_deleted]
 
     def _tags(self, kind: Any, ids: list[int]) -> list[JSON]:
@@ -75,8 +84,9 @@ class Renderer:
         return [tag(tags[t]) for t in ids if t in tags]
 
     def _company(self, company_id: int | None, base: str, suffix: str) -> list[JSON]:
-        ids = self._alive("companies", [] if company_id is None else [company_id])
-        return _refs("companies", ids, base, suffix)
+        if company_id is None:
+            return []
+        return _refs("companies", self._alive("companies", (company_id,)), base, suffix)
 
     def lead(
         self,

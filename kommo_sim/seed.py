@@ -389,6 +389,6 @@ def _more_values(
     count = min(len(others), int(rng.expovariate(1 / (rate * len(others) + 1e-9))))
     for field in rng.sample(others, count):
         values[field.id] = random_values(field, rng, state.account, now)
-    if rng.random() < 0.04:  # real answers now and then hold a field with no values at all
-        empty = rng.choice([f for f in fields if f not in values])
-        values[empty] = []
+    unfilled = [f for f in fields if f not in values]
+    if rng.random() < 0.04 and unfilled:  # real answers now and then show a field, no values
+        values[rng.choice(unfilled)] = []

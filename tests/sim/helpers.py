@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import httpx
 
@@ -139,3 +139,10 @@ def form_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
 
 def fixture_form(name: str) -> str:
     return (FIXTURES / "webhooks" / name).read_text().strip()
+
+
+def decoded_form(name: str) -> dict[str, Any]:
+    """A fixture's ``.decoded.txt`` view (one ``key=value`` per line) as nested dicts."""
+    lines = (FIXTURES / "webhooks" / name).read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return parse_php_form("&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs))
