@@ -13,7 +13,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kommo_sim.fields import random_values
 from kommo_sim.seed import (
@@ -117,7 +117,7 @@ def _fields(p: _Pick) -> str:
     typed = [
         f for f in sim.state.fields_of("leads").values() if f.id not in ORIGINAL_FIELDS["leads"]
     ]
-    fields = rng.choice(
+    fields: dict[str, Any] = rng.choice(
         (
             {"name": f"{rng.choice(PRODUCTS)} {rng.randrange(1000)}"},
             {"price": rng.randrange(0, 90000)},

@@ -21,7 +21,7 @@ from kommo_sim.state import KINDS, CustomField, Kind, LossReason, Option
 def _kind(kind: str) -> Kind:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, not {kind!r}")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 class DefinitionMutations(Engine):

@@ -223,7 +223,7 @@ def webhook_value_pairs(
     if field.type in TIMESTAMP_TYPES:
         return [(("values", str(j)), str(raw))]
     text = ("1" if raw else "0") if isinstance(raw, bool) else str(raw)
-    pairs = [(("values", str(j), "value"), text)]
+    pairs: list[tuple[tuple[str, ...], str]] = [(("values", str(j), "value"), text)]
     if "enum_id" in shown:
         pairs.append((("values", str(j), "enum"), str(shown["enum_id"])))
     return pairs

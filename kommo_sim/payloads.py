@@ -14,7 +14,17 @@ from dataclasses import dataclass
 
 from kommo_sim.fields import CONTACT_PHONE, webhook_value_pairs
 from kommo_sim.layouts import FIXED, Layout, php_quote
-from kommo_sim.state import Company, Contact, CustomField, Incoming, Lead, State, Tag, Value
+from kommo_sim.state import (
+    Company,
+    Contact,
+    CustomField,
+    Incoming,
+    Kind,
+    Lead,
+    State,
+    Tag,
+    Value,
+)
 
 __all__ = ["Pair", "WebhookItem", "encode_body", "php_quote"]
 
@@ -123,7 +133,7 @@ def party_pairs(
     state: State, party: Contact | Company, *, old_responsible_user_id: int | None = None
 ) -> tuple[Pair, ...]:
     """Full contact or company field set (add/update/responsible/restore), in observed order."""
-    kind = "contacts" if isinstance(party, Contact) else "companies"
+    kind: Kind = "contacts" if isinstance(party, Contact) else "companies"
     pairs: list[Pair] = [
         (("id",), str(party.id)),
         (("name",), party.name),

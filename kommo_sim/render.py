@@ -69,7 +69,7 @@ class Renderer:
 
     def __init__(self, state: State) -> None:
         self.state = state
-        self._rows = {
+        self._rows: dict[str, dict[int, Any]] = {
             "leads": state.leads.rows,
             "contacts": state.contacts.rows,
             "companies": state.companies.rows,

@@ -349,7 +349,12 @@ class State:
         return self.fields[kind]
 
     def table(self, kind: Kind) -> Table[Any]:
-        return {"leads": self.leads, "contacts": self.contacts, "companies": self.companies}[kind]
+        tables: dict[str, Table[Any]] = {
+            "leads": self.leads,
+            "contacts": self.contacts,
+            "companies": self.companies,
+        }
+        return tables[kind]
 
     def tag_by_name(self, kind: Kind, name: str) -> Tag:
         """The tag called ``name`` in the kind's dictionary, created if missing."""
