@@ -143,4 +143,4 @@ async def test_startup_and_page_times() -> None:
     )
     print(summary)  # noqa: T201
     assert startup < 5.0  # about 1.7 s alone on 2 cores; generous for a loaded machine
-    assert timings[0] < 0.1 and statistics.median(timings) < 0.1  # ~30 ms alone
+    assert timings[0] < 0.25 and statistics.median(timings) < 0.25  # ~50 ms on 2 idle cores
