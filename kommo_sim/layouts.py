@@ -31,9 +31,12 @@ class Layout:
 
     def encode(self, account: Pairs, body: Pairs) -> str:
         """``account`` pairs (subdomain, id, _links) placed and encoded as this layout says."""
-        block = [(k, v) for k, v in account if self.account_id or k != "account[id]"]
-        if not self.account_id:
-            block = [(k, v) for k, v in block if k == "account[subdomain]"]
+        # without account[id], as the oldest captures: account[subdomain] alone
+        block = (
+            list(account)
+            if self.account_id
+            else [p for p in account if p[0].endswith("subdomain]")]
+        )
         pairs = [*block, *body] if self.account == "first" else [*body, *block]
         return "&".join(f"{self._quote(k, key=True)}={self._quote(v)}" for k, v in pairs)
 
