@@ -12,9 +12,9 @@ Several accounts behind one app (each at ``<server>/<subdomain>``, one shared cl
     async with serve(fleet) as server:
         base = fleet.base_url(fleet["examplecorp2"], server)   # KOMMO_BASE_URL of account 2
 
-``python -m kommo_sim --port P --token T [--accounts N] [--webhook URL] …`` serves the same
-from a process and prints one line per account: ``account <id> <subdomain>: base URL <url>
-token <token>``.
+``python -m kommo_sim --port P --token T [--webhook URL] …`` serves one account from a process
+(at ``http://host:P``, as always); with ``--accounts N`` it serves N accounts and prints one line
+per account on stdout: ``account <id> <subdomain>: base URL <url> token <token>``.
 
 What it serves (API.md): leads, contacts, companies (lists, by id, ``filter[id]``,
 ``filter[updated_at]``, ``order``, 204s; ``with=contacts|loss_reason|only_deleted`` on leads,

@@ -92,13 +92,12 @@ async def serve_app(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Asy
 async def run_forever(
     sim: Simulator | SimFleet, host: str, port: int, changes_per_second: float
 ) -> None:
-    """Serve until the process is interrupted; print each account's base URL and token."""
+    """Serve until the process is interrupted. A fleet prints each account's base URL and
+    token on stdout, one line each (a single account prints nothing: its caller chose both)."""
     async with serve(sim, host, port, changes_per_second) as base_url:
         if isinstance(sim, SimFleet):
             for account in sim:
                 _announce(account, sim.base_url(account, base_url))
-        else:
-            _announce(sim, base_url)
         logger.info("simulator ready at %s", base_url)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
