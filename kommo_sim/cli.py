@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
+from kommo_sim.config import SimConfig, fill_url
+from kommo_sim.fleet import SimFleet
 from kommo_sim.server import run_forever
-from kommo_sim.simulator import SimConfig, Simulator
+from kommo_sim.simulator import Simulator
 
 logger = logging.getLogger(__name__)
 
@@ -23,17 +26,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--leads", type=int, default=1000)
     p.add_argument("--contacts", type=int, default=600)
+    p.add_argument("--companies", type=int, default=200)
     p.add_argument("--tags", type=int, default=16)
     p.add_argument("--pipelines", type=int, default=2)
     p.add_argument("--users", type=int, default=5)
     p.add_argument("--account-id", type=int, default=31000001)
     p.add_argument("--subdomain", default="examplecorp")
     p.add_argument(
+        "--accounts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve N accounts, each under /<subdomain> (ids, subdomains and tokens derived "
+        "from --account-id, --subdomain and --token); one line per account is printed",
+    )
+    p.add_argument(
+        "--webhook-layouts",
+        choices=("vary", "fixed"),
+        default="vary",
+        help="vary webhook body layouts per delivery (default) or always use the fixtures' one",
+    )
+    p.add_argument(
         "--webhook",
         action="append",
         default=[],
         metavar="URL",
-        help="subscribe this destination to every lead and contact event",
+        help="subscribe this destination to every lead, contact and company event (and "
+        "unsorted bodies); {subdomain} and {account_id} are filled in per account",
     )
     p.add_argument(
         "--changes-per-second",
@@ -48,24 +67,33 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     started = time.perf_counter()
-    sim = Simulator(
-        SimConfig(
-            seed=args.seed,
-            leads=args.leads,
-            contacts=args.contacts,
-            tags=args.tags,
-            pipelines=args.pipelines,
-            users=args.users,
-            token=args.token,
-            account_id=args.account_id,
-            subdomain=args.subdomain,
-            webhooks=args.webhook,
-        )
+    config = SimConfig(
+        seed=args.seed,
+        leads=args.leads,
+        contacts=args.contacts,
+        companies=args.companies,
+        tags=args.tags,
+        pipelines=args.pipelines,
+        users=args.users,
+        token=args.token,
+        account_id=args.account_id,
+        subdomain=args.subdomain,
+        webhooks=args.webhook,
+        webhook_layouts=args.webhook_layouts,
     )
+    if args.accounts is not None and args.accounts < 1:
+        raise SystemExit("--accounts must be at least 1")
+    sim: Simulator | SimFleet
+    if args.accounts is None:
+        sim = Simulator(replace(config, webhooks=[_fill(u, config) for u in config.webhooks]))
+    else:
+        sim = SimFleet.generate(args.accounts, config)
     logger.info(
-        "generated %d leads and %d contacts in %.2fs",
+        "generated %d account(s) of %d leads, %d contacts and %d companies in %.2fs",
+        args.accounts or 1,
         args.leads,
         args.contacts,
+        args.companies,
         time.perf_counter() - started,
     )
     try:
@@ -73,3 +101,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         logger.info("simulator stopped")
     return 0
+
+
+def _fill(url: str, config: SimConfig) -> str:
+    return fill_url(url, config.subdomain, config.account_id)

@@ -48,6 +48,15 @@ def problem(
     return Response(json.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def route_path(scope: Scope) -> str:
+    """The path below the mount point (an account of a fleet is served under a prefix)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
 def endpoint_of(method: str, path: str) -> str:
     """``GET /api/v4/leads/24000101`` -> ``GET /api/v4/leads/{id}`` (the counters' key)."""
     return f"{method} {_ID_SEGMENT.sub('/{id}', path.rstrip('/') or '/')}"
@@ -61,7 +70,7 @@ class Gate:
         self.sim = sim
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
+        path = route_path(scope) if scope["type"] == "http" else ""
         if scope["type"] != "http" or not path.startswith(("/api/v4", "/oauth2")):
             await self.app(scope, receive, send)
             return

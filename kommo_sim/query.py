@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
-from kommo_sim.state import Contact, Lead, Table
+from kommo_sim.state import Table
 
 _ID_KEY = re.compile(r"^filter\[id\](\[\d*\])?$")
 _RANGE_KEY = re.compile(r"^filter\[(updated_at|created_at)\](?:\[(from|to)\])?$")
 _ORDER_KEY = re.compile(r"^order\[(\w+)\]$")
-_LIST_KEY = re.compile(r"^filter\[(type|entity|entity_id)\](\[\d*\])?$")
+_LIST_KEY = re.compile(r"^filter\[(type|entity|entity_id|created_by)\](\[\d*\])?$")
 
 
 class BadRequest(ValueError):
@@ -103,7 +104,7 @@ def parse(
     )
 
 
-def select(table: Table[Lead] | Table[Contact], q: ListQuery, deleted: bool = False) -> list[int]:
+def select(table: Table[Any], q: ListQuery, deleted: bool = False) -> list[int]:
     """Ids matching the query's filters, in its order (id ascending by default)."""
     rows = table.rows
     lo, hi = q.updated

@@ -1,33 +1,56 @@
-"""Entities as Kommo API v4 JSON objects, with Kommo's key order."""
+"""Leads, contacts and companies as Kommo API v4 JSON objects, with Kommo's key order.
+
+Reference data (account, pipelines, users, field definitions, loss reasons) is rendered by
+:mod:`kommo_sim.reference`; :class:`Renderer` offers both.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kommo_sim.state import Contact, CustomField, Lead, Pipeline, State, Tag, User
+from kommo_sim import reference
+from kommo_sim.fields import api_value
+from kommo_sim.reference import JSON, link
+from kommo_sim.state import (
+    Company,
+    Contact,
+    CustomField,
+    Lead,
+    LossReason,
+    Pipeline,
+    State,
+    Tag,
+    User,
+    Value,
+)
 
-JSON = dict[str, Any]
-
-
-def link(href: str) -> JSON:
-    return {"self": {"href": href}}
+__all__ = ["JSON", "Renderer", "custom_fields_values", "link", "tag"]
 
 
 def custom_fields_values(
-    values: dict[int, list[dict[str, Any]]], fields: dict[int, CustomField]
+    values: dict[int, list[Value]], fields: dict[int, CustomField], legacy_enum: bool = False
 ) -> list[JSON] | None:
-    if not values:
+    """The ``custom_fields_values`` array: null (never ``[]``) when nothing is filled."""
+    shown = [fields[f] for f in values if f in fields]
+    if not shown:
         return None
+    if len(shown) > 1:
+        shown.sort(key=lambda f: f.sort)
     out: list[JSON] = []
-    for field_id in sorted(values, key=lambda f: fields[f].sort):
-        field = fields[field_id]
+    for field in shown:
+        stored = values[field.id]
+        if field.enums is None:
+            rendered = [{"value": v["value"]} for v in stored]
+        else:
+            maybe = (api_value(field, v, legacy_enum) for v in stored)
+            rendered = [v for v in maybe if v is not None]
         out.append(
             {
                 "field_id": field.id,
                 "field_name": field.name,
                 "field_code": field.code,
                 "field_type": field.type,
-                "values": [dict(v) for v in values[field_id]],
+                "values": rendered,
             }
         )
     return out
@@ -37,39 +60,61 @@ def tag(t: Tag) -> JSON:
     return {"id": t.id, "name": t.name, "color": t.color}
 
 
+def _refs(kind: str, ids: Any, base: str, suffix: str) -> list[JSON]:
+    return [{"id": i, "_links": link(f"{base}/api/v4/{kind}/{i}{suffix}")} for i in ids]
+
+
 class Renderer:
-    """Builds API objects; ``base`` is the scheme and host that hrefs start with."""
+    """Builds API objects; ``base`` is the scheme, host (and account prefix) hrefs start with."""
 
     def __init__(self, state: State) -> None:
         self.state = state
-        self.lead_fields = state.fields_of("leads")
-        self.contact_fields = state.fields_of("contacts")
+        self._rows: dict[str, dict[int, Any]] = {
+            "leads": state.leads.rows,
+            "contacts": state.contacts.rows,
+            "companies": state.companies.rows,
+        }
 
-    def lead(self, lead: Lead, base: str, query: str = "", with_contacts: bool = False) -> JSON:
+    def _alive(self, kind: str, ids: Any) -> list[int]:
+        rows = self._rows[kind]
+        return [i for i in ids if i in rows and not rows[i].is_deleted]
+
+    def _tags(self, kind: Any, ids: list[int]) -> list[JSON]:
+        tags = self.state.tags_of(kind)
+        return [tag(tags[t]) for t in ids if t in tags]
+
+    def _company(self, company_id: int | None, base: str, suffix: str) -> list[JSON]:
+        if company_id is None:
+            return []
+        return _refs("companies", self._alive("companies", (company_id,)), base, suffix)
+
+    def lead(
+        self,
+        lead: Lead,
+        base: str,
+        query: str = "",
+        with_contacts: bool = False,
+        with_loss_reason: bool = False,
+    ) -> JSON:
         suffix = f"?{query}" if query else ""
-        tags = self.state.lead_tags
         embedded: JSON = {
-            "tags": [tag(tags[t]) for t in lead.tags if t in tags],
-            "companies": []
-            if lead.company_id is None
-            else [
-                {
-                    "id": lead.company_id,
-                    "_links": link(f"{base}/api/v4/companies/{lead.company_id}{suffix}"),
-                }
-            ],
+            "tags": self._tags("leads", lead.tags),
+            "companies": self._company(lead.company_id, base, suffix),
         }
         if with_contacts:
-            contacts = self.state.contacts.rows
             embedded["contacts"] = [
                 {
                     "id": cid,
-                    "is_main": is_main,
+                    "is_main": lead.contacts[cid],
                     "_links": link(f"{base}/api/v4/contacts/{cid}{suffix}"),
                 }
-                for cid, is_main in lead.contacts.items()
-                if cid in contacts and not contacts[cid].is_deleted
+                for cid in self._alive("contacts", lead.contacts)
             ]
+        if with_loss_reason:
+            reason = self.state.loss_reasons.get(lead.loss_reason_id or 0)
+            embedded["loss_reason"] = (
+                [] if reason is None else [reference.loss_reason(reason, base)]
+            )
         return {
             "id": lead.id,
             "name": lead.name,
@@ -86,7 +131,9 @@ class Renderer:
             "closed_at": lead.closed_at,
             "closest_task_at": None,
             "is_deleted": lead.is_deleted,
-            "custom_fields_values": custom_fields_values(lead.custom_fields, self.lead_fields),
+            "custom_fields_values": custom_fields_values(
+                lead.custom_fields, self.state.fields_of("leads")
+            ),
             "score": None,
             "account_id": self.state.account.id,
             "labor_cost": None,
@@ -107,18 +154,12 @@ class Renderer:
         self, contact: Contact, base: str, query: str = "", with_leads: bool = False
     ) -> JSON:
         suffix = f"?{query}" if query else ""
-        tags = self.state.contact_tags
         embedded: JSON = {
-            "tags": [tag(tags[t]) for t in contact.tags if t in tags],
-            "companies": [],
+            "tags": self._tags("contacts", contact.tags),
+            "companies": self._company(contact.company_id, base, suffix),
         }
         if with_leads:
-            leads = self.state.leads.rows
-            embedded["leads"] = [
-                {"id": lid, "_links": link(f"{base}/api/v4/leads/{lid}{suffix}")}
-                for lid in contact.leads
-                if lid in leads and not leads[lid].is_deleted
-            ]
+            embedded["leads"] = _refs("leads", self._alive("leads", contact.leads), base, suffix)
         return {
             "id": contact.id,
             "name": contact.name,
@@ -132,131 +173,63 @@ class Renderer:
             "updated_at": contact.updated_at,
             "closest_task_at": None,
             "is_deleted": contact.is_deleted,
-            "is_unsorted": False,
+            "is_unsorted": contact.is_unsorted,
             "custom_fields_values": custom_fields_values(
-                contact.custom_fields, self.contact_fields
+                contact.custom_fields, self.state.fields_of("contacts"), contact.legacy_enum
             ),
             "account_id": self.state.account.id,
             "_links": link(f"{base}/api/v4/contacts/{contact.id}{suffix}"),
             "_embedded": embedded,
         }
 
-    def account(self, base: str, with_datetime: bool) -> JSON:
-        account = self.state.account
-        body: JSON = {
-            "id": account.id,
-            "name": account.name,
-            "subdomain": account.subdomain,
-            "created_at": account.created_at,
-            "created_by": 0,
-            "updated_at": account.created_at,
-            "updated_by": 0,
-            "current_user_id": self.state.users[0].id,
-            "country": "PE",
-            "currency": "PEN",
-            "currency_symbol": "S/",
-            "customers_mode": "disabled",
-            "is_unsorted_on": True,
-            "is_loss_reason_enabled": True,
-            "is_helpbot_enabled": False,
-            "is_technical_account": False,
-            "contact_name_display_order": 1,
-            "_links": link(f"{base}/api/v4/account"),
+    def company(
+        self,
+        company: Company,
+        base: str,
+        query: str = "",
+        with_leads: bool = False,
+        with_contacts: bool = False,
+    ) -> JSON:
+        """A company: a contact's keys without first/last name and is_unsorted [A companies-api]."""
+        suffix = f"?{query}" if query else ""
+        embedded: JSON = {"tags": self._tags("companies", company.tags)}
+        if with_leads:
+            embedded["leads"] = _refs("leads", self._alive("leads", company.leads), base, suffix)
+        if with_contacts:
+            alive = self._alive("contacts", company.contacts)
+            embedded["contacts"] = _refs("contacts", alive, base, suffix)
+        return {
+            "id": company.id,
+            "name": company.name,
+            "responsible_user_id": company.responsible_user_id,
+            "group_id": company.group_id,
+            "created_by": company.created_by,
+            "updated_by": company.updated_by,
+            "created_at": company.created_at,
+            "updated_at": company.updated_at,
+            "closest_task_at": None,
+            "is_deleted": company.is_deleted,
+            "custom_fields_values": custom_fields_values(
+                company.custom_fields, self.state.fields_of("companies"), company.legacy_enum
+            ),
+            "account_id": self.state.account.id,
+            "_links": link(f"{base}/api/v4/companies/{company.id}{suffix}"),
+            "_embedded": embedded,
         }
-        if with_datetime:
-            body["_embedded"] = {
-                "datetime_settings": {
-                    "date_pattern": "d.m.Y H:i",
-                    "short_date_pattern": "d.m.Y",
-                    "short_time_pattern": "H:i",
-                    "date_formant": "d.m.Y",
-                    "time_format": "H:i:s",
-                    "timezone": account.timezone,
-                    "timezone_offset": account.timezone_offset,
-                }
-            }
-        return body
+
+    # ----- reference data -----
+
+    def account(self, base: str, with_datetime: bool) -> JSON:
+        return reference.account(self.state, base, with_datetime)
 
     def pipeline(self, pipeline: Pipeline, base: str) -> JSON:
-        account_id = self.state.account.id
-        href = f"{base}/api/v4/leads/pipelines/{pipeline.id}"
-        return {
-            "id": pipeline.id,
-            "name": pipeline.name,
-            "sort": pipeline.sort,
-            "is_main": pipeline.is_main,
-            "is_unsorted_on": True,
-            "is_archive": False,
-            "account_id": account_id,
-            "_links": link(href),
-            "_embedded": {
-                "statuses": [
-                    {
-                        "id": s.id,
-                        "name": s.name,
-                        "sort": s.sort,
-                        "is_editable": s.is_editable,
-                        "pipeline_id": s.pipeline_id,
-                        "color": s.color,
-                        "type": s.type,
-                        "account_id": account_id,
-                        "_links": link(f"{href}/statuses/{s.id}"),
-                    }
-                    for s in pipeline.statuses
-                ]
-            },
-        }
+        return reference.pipeline(self.state, pipeline, base)
 
     def user(self, user: User, base: str) -> JSON:
-        level = "A" if user.is_admin else "M"
-        entity = {"view": level, "edit": level, "add": "A", "delete": level, "export": level}
-        return {
-            "id": user.id,
-            "name": user.name,
-            "email": user.email,
-            "lang": "en",
-            "rights": {
-                "leads": dict(entity),
-                "contacts": dict(entity),
-                "companies": dict(entity),
-                "tasks": {"edit": level, "delete": level},
-                "mail_access": True,
-                "catalog_access": True,
-                "status_rights": None,
-                "is_admin": user.is_admin,
-                "is_free": False,
-                "is_active": True,
-                "group_id": None,
-                "role_id": None,
-            },
-            "_links": link(f"{base}/api/v4/users/{user.id}"),
-        }
+        return reference.user(user, base)
 
     def custom_field(self, field: CustomField, base: str) -> JSON:
-        enums = (
-            None
-            if field.enums is None
-            else [{"id": e[0], "value": e[1], "sort": i + 1} for i, e in enumerate(field.enums)]
-        )
-        return {
-            "id": field.id,
-            "name": field.name,
-            "type": field.type,
-            "account_id": self.state.account.id,
-            "code": field.code,
-            "sort": field.sort,
-            "is_api_only": False,
-            "enums": enums,
-            "group_id": None,
-            "required_statuses": [],
-            "is_deletable": field.code is None,
-            "is_predefined": field.code is not None,
-            "entity_type": field.entity_type,
-            "tracking_callback": None,
-            "remind": None,
-            "triggers": [],
-            "currency": None,
-            "hidden_statuses": [],
-            "chained_lists": None,
-            "_links": link(f"{base}/api/v4/{field.entity_type}/custom_fields/{field.id}"),
-        }
+        return reference.custom_field(self.state, field, base)
+
+    def loss_reason(self, reason: LossReason, base: str) -> JSON:
+        return reference.loss_reason(reason, base)

@@ -1,15 +1,41 @@
-"""Deterministic generation of a realistic account from a seed."""
+"""Deterministic generation of a realistic account from a seed.
+
+The leads' and contacts' original fields draw from the seed's main random stream, exactly as
+before companies and typed custom fields existed; everything added since (companies, the other
+custom fields, empty value lists, the legacy ``enum`` key, unsorted entries) draws from a second
+stream, so adding it left the older data of a seed as it was.
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
+from kommo_sim.fields import (
+    COMPANY_EMAIL,
+    COMPANY_PHONE,
+    CONTACT_EMAIL,
+    CONTACT_PHONE,
+    CONTACT_POSITION,
+    LEAD_BUDGET,
+    LEAD_COMMENT,
+    LEAD_MEETING,
+    LEAD_PAID,
+    LEAD_SOURCE,
+    definitions,
+    random_values,
+)
+from kommo_sim.phones import messy_phone, phone_values
 from kommo_sim.state import (
+    KINDS,
     Account,
+    Company,
     Contact,
     CustomField,
+    Incoming,
+    Kind,
     Lead,
+    LossReason,
     Pipeline,
     State,
     Status,
@@ -17,86 +43,54 @@ from kommo_sim.state import (
     User,
     Value,
 )
+from kommo_sim.words import (
+    COMPANY_SUFFIXES,
+    COMPANY_WORDS,
+    FIRST_NAMES,
+    INCOMING_SOURCES,
+    LAST_NAMES,
+    LOSS_REASONS,
+    PRODUCTS,
+    STATUS_COLORS,
+    STATUS_NAMES,
+    TAG_PALETTE,
+    TAG_WORDS,
+)
+
+__all__ = [  # the names tests and churn import from here
+    "CONTACT_EMAIL",
+    "CONTACT_PHONE",
+    "CONTACT_POSITION",
+    "LEAD_BUDGET",
+    "LEAD_COMMENT",
+    "LEAD_MEETING",
+    "LEAD_PAID",
+    "LEAD_SOURCE",
+    "PRODUCTS",
+    "TAG_WORDS",
+    "SeedSpec",
+    "generate",
+    "messy_phone",
+    "phone_values",
+]
 
 FIRST_LEAD_ID = 24000001
 FIRST_CONTACT_ID = 35000001
 FIRST_COMPANY_ID = 37000001
 FIRST_LEAD_TAG_ID = 482201
 FIRST_CONTACT_TAG_ID = 72281
+FIRST_COMPANY_TAG_ID = 60281
 FIRST_USER_ID = 9000001
 FIRST_PIPELINE_ID = 7000001
 FIRST_STATUS_ID = 61000001
 LOSS_REASON_IDS = (4203748, 4203750, 4203752)
 WON, LOST = 142, 143
-
-LEAD_SOURCE, LEAD_COMMENT, LEAD_MEETING, LEAD_PAID, LEAD_BUDGET = (
-    752009,
-    752011,
-    752013,
-    752015,
-    752017,
-)
-CONTACT_POSITION, CONTACT_PHONE, CONTACT_EMAIL = 735647, 735649, 735651
-TAG_PALETTE = ("DDEBB5", "EBEBEB", "D0D0D0", "F2DDF7", "247BA0", "FFC8C8", "C6E2FF", None)
-TAG_WORDS = (
-    "website",
-    "repeat client",
-    "whatsapp",
-    "facebook",
-    "instagram",
-    "vip",
-    "referral",
-    "lima",
-    "arequipa",
-    "promo",
-    "cold",
-    "hot",
-    "wholesale",
-    "retail",
-    "b2b",
-    "callback",
-)
-FIRST_NAMES = (
-    "Jane",
-    "John",
-    "María",
-    "José",
-    "Lucía",
-    "Carlos",
-    "Ana",
-    "Luis",
-    "Rosa",
-    "Jorge",
-    "Sofía",
-    "Miguel",
-    "Valeria",
-    "Diego",
-    "Camila",
-    "Andrés",
-    "Elena",
-    "Pedro",
-)
-LAST_NAMES = (
-    "Doe",
-    "Quispe",
-    "Flores",
-    "Rodríguez",
-    "García",
-    "Mamani",
-    "Huamán",
-    "Torres",
-    "Chávez",
-    "Ramírez",
-    "Smith",
-    "Vargas",
-    "Castillo",
-    "Rojas",
-    "Mendoza",
-)
-PRODUCTS = ("Website request", "Order", "Quote", "Consultation", "apple tv", "Renewal", "Demo")
-STATUS_NAMES = ("Initial contact", "Negotiation", "Decision making", "Contract", "Invoice")
-STATUS_COLORS = ("#99ccff", "#ffcc66", "#ffff99", "#ccff66", "#deff81", "#87f2c0")
 DAY = 86400
+ORIGINAL_FIELDS = {
+    "leads": {LEAD_SOURCE, LEAD_COMMENT, LEAD_MEETING, LEAD_PAID, LEAD_BUDGET},
+    "contacts": {CONTACT_POSITION, CONTACT_PHONE, CONTACT_EMAIL},
+    "companies": {COMPANY_PHONE, COMPANY_EMAIL},
+}
 
 
 @dataclass(frozen=True)
@@ -110,106 +104,14 @@ class SeedSpec:
     account_id: int
     subdomain: str
     now: int
-
-
-def lead_fields() -> list[CustomField]:
-    return [
-        CustomField(
-            LEAD_SOURCE,
-            "Source",
-            "select",
-            None,
-            510,
-            "leads",
-            [
-                (932073, "Google", None),
-                (932075, "Facebook", None),
-                (932077, "Instagram", None),
-                (932079, "Referral", None),
-                (932081, "Website", None),
-            ],
-        ),
-        CustomField(LEAD_COMMENT, "Comment", "text", None, 512, "leads"),
-        CustomField(LEAD_MEETING, "Meeting date", "date", None, 520, "leads"),
-        CustomField(LEAD_PAID, "Paid", "checkbox", None, 530, "leads"),
-        CustomField(LEAD_BUDGET, "Budget (numeric)", "numeric", None, 540, "leads"),
-    ]
-
-
-def contact_fields() -> list[CustomField]:
-    return [
-        CustomField(CONTACT_POSITION, "Position", "text", "POSITION", 4, "contacts"),
-        CustomField(
-            CONTACT_PHONE,
-            "Phone",
-            "multitext",
-            "PHONE",
-            8,
-            "contacts",
-            [
-                (718321, "WORK", "WORK"),
-                (718323, "WORKDD", "WORKDD"),
-                (718325, "MOB", "MOB"),
-                (718327, "FAX", "FAX"),
-                (718329, "HOME", "HOME"),
-                (718331, "OTHER", "OTHER"),
-            ],
-        ),
-        CustomField(
-            CONTACT_EMAIL,
-            "Email",
-            "multitext",
-            "EMAIL",
-            10,
-            "contacts",
-            [
-                (718333, "WORK", "WORK"),
-                (718335, "PRIV", "PRIV"),
-                (718337, "OTHER", "OTHER"),
-            ],
-        ),
-    ]
-
-
-def messy_phone(rng: random.Random) -> str:
-    """A phone number written the way people type them into a CRM."""
-    mobile = "9" + "".join(rng.choice("0123456789") for _ in range(8))
-    a, b, c = mobile[:3], mobile[3:6], mobile[6:]
-    shape = rng.randrange(12)
-    if shape == 0:
-        return f"{a} {b} {c}"
-    if shape == 1:
-        return f"'{mobile}"
-    if shape == 2:
-        return f"+51 {a} {b} {c}"
-    if shape == 3:
-        return f"0051{mobile}"
-    if shape == 4:
-        return f"51{mobile}"
-    if shape == 5:
-        return f"{a}-{b}-{c}"
-    if shape == 6:
-        return f"+1 (555) {rng.randrange(100, 999)}-{rng.randrange(1000, 9999)}"
-    if shape == 7:
-        return f"+44 20 {rng.randrange(1000, 9999)} {rng.randrange(1000, 9999)}"
-    if shape == 8:
-        return f"(01) {rng.randrange(200, 799)}-{rng.randrange(1000, 9999)}"
-    if shape == 9:
-        return f"+51{mobile}@s.whatsapp.net" if rng.random() < 0.3 else f"+51{mobile}"
-    return mobile
-
-
-def phone_values(raws: list[str], rng: random.Random) -> list[Value]:
-    enums = ((718325, "MOB"), (718321, "WORK"), (718329, "HOME"), (718331, "OTHER"))
-    values: list[Value] = []
-    for raw in raws:
-        enum_id, code = enums[0] if rng.random() < 0.6 else rng.choice(enums)
-        values.append({"value": raw, "enum_id": enum_id, "enum_code": code})
-    return values
+    companies: int = 20
+    timezone: str = "America/Lima"
+    currency: str = "PEN"
 
 
 def generate(spec: SeedSpec) -> State:
     rng = random.Random(spec.seed)
+    extra = random.Random(f"{spec.seed}:extra")
     users = [
         User(
             FIRST_USER_ID + i,
@@ -219,42 +121,56 @@ def generate(spec: SeedSpec) -> State:
         )
         for i in range(max(1, spec.users))
     ]
-    pipelines = _pipelines(max(1, spec.pipelines))
+    account = Account(
+        spec.account_id, "Example Corp", spec.subdomain, spec.now - 400 * DAY, spec.timezone
+    )
     state = State(
-        account=Account(spec.account_id, "Example Corp", spec.subdomain, spec.now - 400 * DAY),
+        account=account,
         users=users,
-        pipelines=pipelines,
-        lead_fields=lead_fields(),
-        contact_fields=contact_fields(),
+        pipelines=_pipelines(max(1, spec.pipelines)),
+        fields={kind: definitions(kind, spec.currency) for kind in KINDS},
         next_ids={
             "leads": FIRST_LEAD_ID + spec.leads,
             "contacts": FIRST_CONTACT_ID + spec.contacts,
+            "companies": FIRST_COMPANY_ID + spec.companies,
             "leads_tag": FIRST_LEAD_TAG_ID + 2 * spec.tags,
             "contacts_tag": FIRST_CONTACT_TAG_ID + 2 * spec.tags,
+            "companies_tag": FIRST_COMPANY_TAG_ID + 2 * spec.tags,
+            "custom_field": 760001,
+            "enum": 950001,
+            "loss_reason": 4203760,
             "note": 118000001,
             "webhook": 1056949,
         },
     )
-    for i in range(spec.tags):
-        name = TAG_WORDS[i] if i < len(TAG_WORDS) else f"tag {i + 1}"
-        state.lead_tags[FIRST_LEAD_TAG_ID + 2 * i] = Tag(
-            FIRST_LEAD_TAG_ID + 2 * i, name, rng.choice(TAG_PALETTE)
+    for i, (reason_id, name) in enumerate(zip(LOSS_REASON_IDS, LOSS_REASONS, strict=True)):
+        state.loss_reasons[reason_id] = LossReason(
+            reason_id, name, i + 1, account.created_at, account.created_at
         )
-        state.contact_tags[FIRST_CONTACT_TAG_ID + 2 * i] = Tag(
-            FIRST_CONTACT_TAG_ID + 2 * i, name, None
-        )
+    _tags(state, spec.tags, rng)
     for i in range(spec.contacts):
         state.contacts.put(_contact(FIRST_CONTACT_ID + i, state, rng, spec.now))
     contact_ids = list(state.contacts.rows)
     for i in range(spec.leads):
-        lead = _lead(FIRST_LEAD_ID + i, state, rng, spec.now)
+        lead = _lead(FIRST_LEAD_ID + i, state, rng, spec.now, spec.companies)
         for k in range(_choose_links(rng) if contact_ids else 0):
             contact_id = rng.choice(contact_ids)
             if contact_id not in lead.contacts:
                 lead.contacts[contact_id] = k == 0
                 state.contacts.rows[contact_id].leads[lead.id] = None
         state.leads.put(lead)
+    _extras(state, spec, extra)
     return state
+
+
+def _tags(state: State, count: int, rng: random.Random) -> None:
+    for i in range(count):
+        name = TAG_WORDS[i] if i < len(TAG_WORDS) else f"tag {i + 1}"
+        lead_tag, contact_tag = FIRST_LEAD_TAG_ID + 2 * i, FIRST_CONTACT_TAG_ID + 2 * i
+        state.lead_tags[lead_tag] = Tag(lead_tag, name, rng.choice(TAG_PALETTE))
+        state.contact_tags[contact_tag] = Tag(contact_tag, name, None)
+        company_tag = FIRST_COMPANY_TAG_ID + 2 * i
+        state.company_tags[company_tag] = Tag(company_tag, name, None)
 
 
 def _pipelines(count: int) -> list[Pipeline]:
@@ -265,17 +181,8 @@ def _pipelines(count: int) -> list[Pipeline]:
         statuses = [Status(status_id, "Incoming leads", 10, pipeline_id, "#c1c1c1", 1, False)]
         status_id += 1
         for s, name in enumerate(STATUS_NAMES[: 2 + p % 3]):
-            statuses.append(
-                Status(
-                    status_id,
-                    name,
-                    20 + 10 * s,
-                    pipeline_id,
-                    STATUS_COLORS[s % len(STATUS_COLORS)],
-                    0,
-                    True,
-                )
-            )
+            color = STATUS_COLORS[s % len(STATUS_COLORS)]
+            statuses.append(Status(status_id, name, 20 + 10 * s, pipeline_id, color, 0, True))
             status_id += 1
         statuses.append(Status(WON, "Closed - won", 10000, pipeline_id, "#CCFF66", 0, False))
         statuses.append(Status(LOST, "Closed - lost", 11000, pipeline_id, "#D5D8DB", 0, False))
@@ -289,7 +196,7 @@ def _choose_links(rng: random.Random) -> int:
     return 0 if roll < 0.15 else 1 if roll < 0.8 else 2 if roll < 0.95 else 3
 
 
-def _lead(lead_id: int, state: State, rng: random.Random, now: int) -> Lead:
+def _lead(lead_id: int, state: State, rng: random.Random, now: int, companies: int) -> Lead:
     pipeline = rng.choice(state.pipelines)
     status = rng.choice(pipeline.statuses)
     created = now - rng.randrange(30 * 60, 365 * DAY)
@@ -310,29 +217,19 @@ def _lead(lead_id: int, state: State, rng: random.Random, now: int) -> Lead:
         updated_at=updated,
         closed_at=updated if status.id in (WON, LOST) else None,
         loss_reason_id=rng.choice(LOSS_REASON_IDS) if status.id == LOST else None,
-        company_id=FIRST_COMPANY_ID + rng.randrange(50) if rng.random() < 0.1 else None,
     )
+    if rng.random() < 0.1:
+        pick = rng.randrange(50)
+        lead.company_id = FIRST_COMPANY_ID + pick % companies if companies else None
     if rng.random() < 0.7:
-        source = rng.choice(state.lead_fields[0].enums or [])
-        lead.custom_fields[LEAD_SOURCE] = [
-            {"value": source[1], "enum_id": source[0], "enum_code": None}
-        ]
+        source = rng.choice(state.fields["leads"][LEAD_SOURCE].enums or [])
+        lead.custom_fields[LEAD_SOURCE] = [{"enum_id": source.id}]
     if rng.random() < 0.4:
-        lead.custom_fields[LEAD_COMMENT] = [
-            {
-                "value": rng.choice(
-                    (
-                        "Call after 5 pm",
-                        "Wants a discount",
-                        "Asked for catalogue",
-                        "Sin comentarios",
-                    )
-                )
-            }
-        ]
+        comments = ("Call after 5 pm", "Wants a discount", "Asked for catalogue", "Sin comentarios")
+        lead.custom_fields[LEAD_COMMENT] = [{"value": rng.choice(comments)}]
     if rng.random() < 0.3:
-        midnight = (created // DAY + rng.randrange(1, 20)) * DAY + 5 * 3600
-        lead.custom_fields[LEAD_MEETING] = [{"value": midnight}]
+        noon = (created // DAY + rng.randrange(1, 20)) * DAY + 12 * 3600
+        lead.custom_fields[LEAD_MEETING] = [{"value": state.account.midnight(noon)}]
     if rng.random() < 0.3:
         lead.custom_fields[LEAD_PAID] = [{"value": rng.random() < 0.5}]
     if rng.random() < 0.3:
@@ -367,12 +264,92 @@ def _contact(contact_id: int, state: State, rng: random.Random, now: int) -> Con
         )
     if rng.random() < 0.5:
         email = f"{(first or 'client').lower()}.{contact_id % 10000}@example.com"
-        contact.custom_fields[CONTACT_EMAIL] = [
-            {"value": email, "enum_id": 718333, "enum_code": "WORK"}
-        ]
+        contact.custom_fields[CONTACT_EMAIL] = [{"value": email, "enum_id": 718333}]
     if rng.random() < 0.1:
         contact.custom_fields[CONTACT_POSITION] = [{"value": rng.choice(("CTO", "Owner"))}]
     contact.tags = rng.sample(
         list(state.contact_tags), k=min(len(state.contact_tags), rng.choice((0, 0, 0, 1, 2)))
     )
     return contact
+
+
+def _company(company_id: int, state: State, rng: random.Random, now: int) -> Company:
+    created = now - rng.randrange(3600, 365 * DAY)
+    user_ids = state.user_ids()
+    company = Company(
+        id=company_id,
+        name=f"{rng.choice(COMPANY_WORDS)} {rng.choice(COMPANY_SUFFIXES)}",
+        responsible_user_id=rng.choice(user_ids),
+        created_by=rng.choice(user_ids),
+        updated_by=rng.choice(user_ids + [0]),
+        created_at=created,
+        updated_at=min(now - 1, created + rng.randrange(0, 30 * DAY)),
+        legacy_enum=rng.random() < 0.15,
+    )
+    fields = state.fields["companies"]
+    if rng.random() < 0.7:
+        raws = [messy_phone(rng) for _ in range(rng.choice((1, 1, 2)))]
+        company.custom_fields[COMPANY_PHONE] = phone_values(raws, rng, fields[COMPANY_PHONE])
+    if rng.random() < 0.4:
+        email = f"info{company_id % 1000}@example.com"
+        work = fields[COMPANY_EMAIL].option("WORK").id
+        company.custom_fields[COMPANY_EMAIL] = [{"value": email, "enum_id": work}]
+    company.tags = rng.sample(
+        list(state.company_tags), k=min(len(state.company_tags), rng.choice((0, 0, 1)))
+    )
+    return company
+
+
+def _extras(state: State, spec: SeedSpec, rng: random.Random) -> None:
+    """Companies and their links, the other custom fields, and the quirks of real answers."""
+    for i in range(spec.companies):
+        state.companies.put(_company(FIRST_COMPANY_ID + i, state, rng, spec.now))
+    company_ids = list(state.companies.rows)
+    others = {kind: _others(state, kind) for kind in KINDS}
+    incoming = {(s.pipeline_id, s.id) for p in state.pipelines for s in p.statuses if s.type == 1}
+    for lead in state.leads:
+        if lead.company_id is not None:
+            state.companies.rows[lead.company_id].leads[lead.id] = None
+        _more_values(state, "leads", lead.custom_fields, rng, 0.2, spec.now, others["leads"])
+        if (lead.pipeline_id, lead.status_id) in incoming:
+            lead.incoming = Incoming(
+                f"{rng.getrandbits(240):060x}",
+                rng.choice(("forms", "forms", "sip")),
+                rng.choice(INCOMING_SOURCES),
+                lead.created_at,
+            )
+    for contact in state.contacts:
+        contact.legacy_enum = rng.random() < 0.15
+        if company_ids and rng.random() < 0.3:
+            contact.company_id = rng.choice(company_ids)
+            state.companies.rows[contact.company_id].contacts[contact.id] = None
+        _more_values(
+            state, "contacts", contact.custom_fields, rng, 0.15, spec.now, others["contacts"]
+        )
+    for company in state.companies:
+        _more_values(
+            state, "companies", company.custom_fields, rng, 0.3, spec.now, others["companies"]
+        )
+
+
+def _others(state: State, kind: Kind) -> list[CustomField]:
+    return [f for f in state.fields[kind].values() if f.id not in ORIGINAL_FIELDS[kind]]
+
+
+def _more_values(
+    state: State,
+    kind: Kind,
+    values: dict[int, list[Value]],
+    rng: random.Random,
+    rate: float,
+    now: int,
+    others: list[CustomField],
+) -> None:
+    """Values for about ``rate`` of the kind's other fields, and now and then an empty one."""
+    fields = state.fields[kind]
+    count = min(len(others), int(rng.expovariate(1 / (rate * len(others) + 1e-9))))
+    for field in rng.sample(others, count):
+        values[field.id] = random_values(field, rng, state.account, now)
+    unfilled = [f for f in fields if f not in values]
+    if rng.random() < 0.04 and unfilled:  # real answers now and then show a field, no values
+        values[rng.choice(unfilled)] = []

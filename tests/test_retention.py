@@ -49,9 +49,17 @@ async def test_purge_removes_personal_data_and_keeps_the_tombstone(
     long_ago = time.time() - 90 * 86400
     await _mirror_and_delete(pool, long_ago)
     async with open_resources(settings) as res:
-        assert await purge(res, long_ago - 1) == {"leads": 0, "contacts": 0, "companies": 0}  # not yet
+        assert await purge(res, long_ago - 1) == {
+            "leads": 0,
+            "contacts": 0,
+            "companies": 0,
+        }  # not yet
         assert await purge(res, time.time()) == {"leads": 1, "contacts": 1, "companies": 0}
-        assert await purge(res, time.time()) == {"leads": 0, "contacts": 0, "companies": 0}  # once each
+        assert await purge(res, time.time()) == {
+            "leads": 0,
+            "contacts": 0,
+            "companies": 0,
+        }  # once each
     async with pool.acquire() as conn:
         lead = await conn.fetchrow("SELECT * FROM leads")
         contact = await conn.fetchrow("SELECT * FROM contacts")
@@ -79,8 +87,9 @@ def test_the_command_says_what_it_removed(env: dict[str, str]) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "purged the personal data of 0 leads, 0 contacts, 0 companies deleted before 2001-01-01" in (
-        done.stdout
+    assert (
+        "purged the personal data of 0 leads, 0 contacts, 0 companies deleted before 2001-01-01"
+        in (done.stdout)
     )
     bad = subprocess.run(
         [sys.executable, "-m", "service", "purge", "--deleted-before", "yesterday"],

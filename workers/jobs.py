@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -15,7 +15,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from service.kommo.errors import KommoAuthError, KommoBlocked, KommoError
-from service.resources import SyncResources
+from service.resources import KOMMO, Outages, SyncResources, failure_of, kommo_address
 from service.sync import locks, outbox, retention, status, subscription
 from service.sync.drain import Drain
 from service.sync.imports import Imports
@@ -35,6 +35,7 @@ class Worker:
     mirror: Mirror
     reconciler: Reconciler
     imports: Imports
+    outages: Outages = field(default_factory=lambda: Outages(log))
 
 
 def worker_of(ctx: dict[str, Any]) -> Worker:
@@ -48,6 +49,9 @@ async def job_edge(w: Worker, job: str) -> AsyncIterator[None]:
     """Where a job meets the outside world: count it, record errors, stop on a dead credential.
 
     Work left undone stays queued (hints) or uncommitted (cursors) and is retried next time.
+    A dependency that cannot be reached is logged once when it goes and once when it is back
+    (:class:`~service.resources.Outages`), not once per job: the reconcile cron fires every
+    second on every worker.
     """
     try:
         yield
@@ -58,15 +62,27 @@ async def job_edge(w: Worker, job: str) -> AsyncIterator[None]:
         JOBS.labels(job, "blocked").inc()  # the budget has said so loudly, once per process
     except KommoError as exc:
         JOBS.labels(job, "error").inc()
-        log.warning("%s failed, will retry: %s", job, exc)
+        where = f"{KOMMO} at {kommo_address(w.res.settings)}"
+        log.warning("%s failed, will retry (%s: %s)", job, where, exc)
         await status.record_error(w.res.redis, w.res.keys, job, str(exc))
     except (asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, OSError) as exc:
         JOBS.labels(job, "unavailable").inc()
-        log.warning("%s interrupted (%s: %s); its work stays queued", job, type(exc).__name__, exc)
+        failure = failure_of(exc, w.res.settings)
+        if failure is None:  # e.g. a statement Postgres refused: not an outage
+            log.warning(
+                "%s interrupted (%s: %s); its work stays queued", job, type(exc).__name__, exc
+            )
+        else:
+            w.outages.lost(failure, "jobs will retry; their work stays queued")
         with contextlib.suppress(RedisError, OSError):
-            await status.record_error(w.res.redis, w.res.keys, job, type(exc).__name__)
+            await status.record_error(
+                w.res.redis, w.res.keys, job, str(failure or type(exc).__name__)
+            )
     else:
         JOBS.labels(job, "ok").inc()
+        for service in w.outages.down:  # only during an outage: is it over?
+            if await w.res.reachable(service):
+                w.outages.back(service)
 
 
 async def stop_syncing(res: SyncResources, reason: str) -> None:
@@ -86,11 +102,10 @@ async def stopped(res: SyncResources) -> bool:
 
 async def process_hints(ctx: dict[str, Any]) -> int:
     w = worker_of(ctx)
-    if await stopped(w.res):
-        return 0
     processed, started = 0, time.monotonic()
     async with job_edge(w, "process_hints"):
-        processed = await Drain(w.mirror).run()
+        if not await stopped(w.res):
+            processed = await Drain(w.mirror).run()
     if processed:
         log.info("process_hints: %d ids in %.2fs", processed, time.monotonic() - started)
     return processed
@@ -98,6 +113,13 @@ async def process_hints(ctx: dict[str, Any]) -> int:
 
 async def reconcile_tick(ctx: dict[str, Any]) -> bool:
     w = worker_of(ctx)
+    ran = False
+    async with job_edge(w, "reconcile"):
+        ran = await _reconcile(w)
+    return ran
+
+
+async def _reconcile(w: Worker) -> bool:
     if await stopped(w.res):
         return False
     pending = await w.imports.pending()
@@ -105,10 +127,7 @@ async def reconcile_tick(ctx: dict[str, Any]) -> bool:
         await ensure_backfill(w.res)
         if pending[0] == "backfill":
             return False  # the reconcile starts from the cursors the backfill leaves
-    ran = False
-    async with job_edge(w, "reconcile"):
-        ran = await w.reconciler.maybe_tick() is not None
-    return ran
+    return await w.reconciler.maybe_tick() is not None
 
 
 async def publish_outbox(ctx: dict[str, Any]) -> int:
@@ -147,12 +166,13 @@ async def backfill(ctx: dict[str, Any], restart: bool = False) -> bool:
     """The background imports, one after the other (one at a time deployment-wide): the
     backfill, the quiet upgrade of an older mirror, the stage history."""
     w = worker_of(ctx)
-    async with locks.held(w.res.redis, w.res.keys.backfill_lock) as mine:
-        if not mine:
-            return False
-        async with job_edge(w, "backfill"):
-            await w.imports.run(restart=restart)
-    return True
+    ran = False
+    async with job_edge(w, "backfill"):  # the lock too: a Redis outage is one line, not a trace
+        async with locks.held(w.res.redis, w.res.keys.backfill_lock) as mine:
+            if mine:
+                await w.imports.run(restart=restart)
+                ran = True
+    return ran
 
 
 async def check_webhook(ctx: dict[str, Any]) -> bool:
@@ -160,12 +180,16 @@ async def check_webhook(ctx: dict[str, Any]) -> bool:
     w = worker_of(ctx)
     if w.res.settings.public_url is None or w.res.settings.webhook_secret is None:
         return False
+    healthy = False
+    async with job_edge(w, "check_webhook"):
+        healthy = await _check_webhook(w)
+    return healthy
+
+
+async def _check_webhook(w: Worker) -> bool:
     if await stopped(w.res):
         return False
     if not await w.res.redis.set(w.res.keys.webhook_checked, b"1", nx=True, ex=240):
         return False  # another worker checked within the last few minutes
-    healthy = False
-    async with job_edge(w, "check_webhook"):
-        url = subscription.destination(w.res.settings)
-        healthy = (await subscription.heal(w.res.kommo, url)).ok
-    return healthy
+    url = subscription.destination(w.res.settings)
+    return (await subscription.heal(w.res.kommo, url)).ok

@@ -1,11 +1,15 @@
 """Health, metrics and status of the web process: ``/readyz``, ``/metrics``, ``/api/status``.
 
-``GET /readyz`` answers 200 ``{"ready": true, "postgres": {...}, "redis": {...}, "reconcile":
-{...}}`` when Postgres answers ``SELECT 1``, Redis answers ``PING`` and the last reconcile tick
-(any worker's) is at most ``3 × RECONCILE_INTERVAL`` old; otherwise 503 with ``"ready": false``
-and ``"failed"`` naming the checks that failed. Errors are reported by type only, never with a
-DSN. ``GET /metrics`` is this process's Prometheus registry, with the deployment-wide queue
-depth and reconcile age refreshed on each scrape. ``GET /api/status`` is
+``GET /readyz`` is this process's own readiness: 200 ``{"ready": true, "postgres": {"ok":
+true}, "redis": {"ok": true}, ...}`` when Postgres answers ``SELECT 1`` and Redis answers
+``PING``; otherwise 503 with ``"ready": false`` and ``"failed"`` naming the checks that failed.
+Errors are reported by type only, never with a DSN. The state of the account's sync (a stale
+reconcile, a ban) is never part of the decision: restarting web processes cannot cure it, so it
+belongs to ``/api/status``, metrics and alerts. The body still shows the last reconcile's age
+under ``"informational"`` (no check: its value never changes the answer).
+
+``GET /metrics`` is this process's Prometheus registry, with the deployment-wide queue depth and
+reconcile age refreshed on each scrape. ``GET /api/status`` is
 :func:`service.status.gather_status`, behind the read API's token.
 """
 
@@ -25,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from service.resources import POSTGRES, REDIS, Outages, Resources
 from service.settings import Settings
 from service.sync import hints, status
 from service.web.auth import authorized
@@ -48,38 +53,37 @@ async def _check(probe: Awaitable[object]) -> dict[str, Any]:
     return {"ok": True}
 
 
-def health_routes(settings: Settings) -> list[BaseRoute]:
-    """``/readyz``, ``/metrics`` and ``/api/status``."""
-    limit = 3 * settings.reconcile_interval
+async def _informational(res: Resources) -> dict[str, Any]:
+    """Never a check: the sync's state is not this process's readiness (see /api/status)."""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            age = await status.reconcile_age(res)
+    except _UNAVAILABLE as exc:
+        return {"reconcile_age_seconds": None, "error": type(exc).__name__}
+    return {"reconcile_age_seconds": None if age is None else round(age, 1)}
+
+
+def health_routes(settings: Settings, outages: Outages | None = None) -> list[BaseRoute]:
+    """``/readyz``, ``/metrics`` and ``/api/status``; ``/readyz`` tells ``outages`` when a
+    dependency the app found down answers again."""
 
     async def readyz(request: Request) -> Response:
         res = resources(request)
-        body: dict[str, Any] = {
+        checks: dict[str, Any] = {
             "postgres": await _check(res.pool.fetchval("SELECT 1")),
             "redis": await _check(res.redis.ping()),
         }
-        reconcile: dict[str, Any] = {"ok": False, "age_seconds": None, "max_age_seconds": limit}
-        if body["redis"]["ok"]:
-            try:
-                age = await status.reconcile_age(res)
-            except _UNAVAILABLE as exc:
-                reconcile["error"] = type(exc).__name__
-            else:
-                reconcile["age_seconds"] = None if age is None else round(age, 1)
-                reconcile["ok"] = age is not None and age <= limit
-                if age is None:
-                    reconcile["error"] = "no reconcile has run yet"
-                elif age > limit:
-                    reconcile["error"] = "reconcile is stale"
-        body["reconcile"] = reconcile
-        failed = [name for name, check in body.items() if not check["ok"]]
+        for service, name in ((POSTGRES, "postgres"), (REDIS, "redis")):
+            if outages is not None and checks[name]["ok"]:
+                outages.back(service)
+        failed = [name for name, check in checks.items() if not check["ok"]]
         if failed:
             log.debug("not ready: %s", ", ".join(failed))
-        headers = {"Cache-Control": "no-store"}
+        body = {"ready": not failed, **({"failed": failed} if failed else {}), **checks}
+        if checks["redis"]["ok"]:
+            body["informational"] = await _informational(res)
         return JSONResponse(
-            {"ready": not failed, **({"failed": failed} if failed else {}), **body},
-            status_code=503 if failed else 200,
-            headers=headers,
+            body, status_code=503 if failed else 200, headers={"Cache-Control": "no-store"}
         )
 
     async def metrics(request: Request) -> Response:

@@ -15,10 +15,11 @@ import re
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.gateway.hub import Hub, Server
 from service.logs import configure_logging
+from service.resources import DependencyError
 from service.settings import Needs, Settings
 from service.web.app import create_app
 from service.web.webhooks import RedactWebhookPath
@@ -51,6 +52,39 @@ def redact_access_log() -> None:
                 logger.addFilter(kind())
 
 
+class StartupFailure:
+    """Pure ASGI, around the app: a lifespan start-up that failed for a known reason (a
+    :class:`~service.resources.DependencyError`: PostgreSQL or Redis unreachable, or refusing
+    our credentials) is logged as its one line, not as Starlette's traceback, and kept in
+    :attr:`failure` so that :func:`serve` can end with it and its exit code."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.failure: DependencyError | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                held.append(message)  # sent once the app has raised: then we know why
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold)
+        except DependencyError as exc:
+            self.failure = exc
+            held[:] = [{**message, "message": str(exc)} for message in held]
+            raise
+        finally:
+            for message in held:
+                await send(message)
+
+
 def _options(settings: Settings, host: str) -> dict[str, Any]:
     return {
         "host": host,
@@ -64,7 +98,9 @@ def _options(settings: Settings, host: str) -> dict[str, Any]:
 
 
 def serve(settings: Settings, host: str = "0.0.0.0", workers: int = 1) -> int:
-    """Serve until SIGINT/SIGTERM; 0 after a clean shutdown, 3 when start-up failed."""
+    """Serve until SIGINT/SIGTERM; 0 after a clean shutdown. A dependency that fails start-up
+    is raised as its :class:`~service.resources.DependencyError` (one line and its exit code,
+    printed by the CLI); uvicorn's own start-up failures (e.g. the port is taken) exit 3."""
     redact_access_log()
     if workers > 1:
         uvicorn.run(
@@ -75,14 +111,21 @@ def serve(settings: Settings, host: str = "0.0.0.0", workers: int = 1) -> int:
         )
         return 0
     hub = Hub(settings)
-    server = Server(uvicorn.Config(create_app(settings, hub=hub), **_options(settings, host)), hub)
-    server.run()
+    app = StartupFailure(create_app(settings, hub=hub))
+    server = Server(uvicorn.Config(app, **_options(settings, host)), hub)
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's way out of a failed start-up
+        if app.failure is not None:
+            raise app.failure from None
+        raise
     return 0 if server.started else 3
 
 
-def app_from_env() -> Starlette:
-    """The app factory for ``--workers N``: each worker process re-reads the environment."""
+def app_from_env() -> ASGIApp:
+    """The app factory for ``--workers N``: each worker process re-reads the environment (and
+    logs a dependency's start-up failure as one line; uvicorn then stops them all)."""
     settings = Settings.from_env(os.environ, WEB_NEEDS)
     configure_logging(settings, process="web")
     redact_access_log()
-    return create_app(settings)
+    return StartupFailure(create_app(settings))

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from kommo_sim import Simulator
-from tests.sim.account import TOKEN, Receiver, make_config
+from tests.sim.helpers import TOKEN, Receiver, make_config
 
 
 @pytest.fixture

@@ -1,13 +1,57 @@
-"""Shape comparison for JSON answers and a PHP-bracket form parser for webhook bodies."""
+"""Helpers of the simulator's tests: the standard config, a webhook receiver, shape comparison
+for JSON answers and a PHP-bracket form parser for webhook bodies."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
+
+import httpx
+
+from kommo_sim import RateLimitConfig, SimConfig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kommo"
+
+TOKEN = "test-token"
+START = 1748268669  # 2025-05-26, the fixtures' era
+HOOK_URL = "https://hooks.test/kommo/webhook"
+
+
+class Receiver:
+    """Captures webhook requests through an httpx.MockTransport; answers ``status``."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.status = 200
+        self.error: Exception | None = None
+        self.transport = httpx.MockTransport(self.handle)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        return httpx.Response(self.status)
+
+    @property
+    def bodies(self) -> list[str]:
+        return [r.content.decode() for r in self.requests]
+
+
+def make_config(**overrides: object) -> SimConfig:
+    values: dict[str, object] = {
+        "seed": 7,
+        "leads": 40,
+        "contacts": 30,
+        "token": TOKEN,
+        "start_time": START,
+        "clock_speed": 0.0,
+        "rate_limit": RateLimitConfig(rate=0),
+        "webhook_layouts": "fixed",  # the fixtures' layout; test_sim_layouts varies it
+    }
+    values.update(overrides)
+    return SimConfig(**values)  # type: ignore[arg-type]
 
 
 def fixture_json(name: str) -> Any:
@@ -95,3 +139,10 @@ def form_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
 
 def fixture_form(name: str) -> str:
     return (FIXTURES / "webhooks" / name).read_text().strip()
+
+
+def decoded_form(name: str) -> dict[str, Any]:
+    """A fixture's ``.decoded.txt`` view (one ``key=value`` per line) as nested dicts."""
+    lines = (FIXTURES / "webhooks" / name).read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return parse_php_form("&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs))

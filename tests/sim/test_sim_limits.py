@@ -7,7 +7,7 @@ from collections.abc import Callable
 import httpx
 
 from kommo_sim import RateLimitConfig, Simulator
-from tests.sim.account import make_config
+from tests.sim.helpers import make_config
 
 
 async def test_eighth_request_in_a_second_gets_429(

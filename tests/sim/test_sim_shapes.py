@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 
-from kommo_sim import RateLimitConfig, Simulator
+from kommo_sim import RateLimitConfig, Simulator, random_mutation
 from kommo_sim.seed import CONTACT_EMAIL, CONTACT_POSITION, LEAD_COMMENT, LEAD_MEETING
-from tests.sim.account import TOKEN, make_config
-from tests.sim.helpers import FIXTURES, fixture_json, shape_mismatches
+from tests.sim.helpers import FIXTURES, TOKEN, fixture_json, make_config, shape_mismatches
 
 NOT_SIMULATED = {
     "errors/403_scope.json": "the token always carries admin rights",
@@ -157,9 +157,9 @@ async def oauth_error(sim: Simulator, client: httpx.AsyncClient) -> httpx.Respon
     )
 
 
-def get(path: str, **params: str | int) -> Scenario:
+def get(path: str, **params: object) -> Scenario:
     async def call(sim: Simulator, client: httpx.AsyncClient) -> httpx.Response:
-        return await client.get(path, params=params)
+        return await client.get(path, params=params)  # type: ignore[arg-type]
 
     return call
 
@@ -270,3 +270,35 @@ def test_shape_helper_detects_differences() -> None:
     assert shape_mismatches({"a": 2, "b": [{"c": "y", "e": 1}], "d": 5}, ref)
     assert shape_mismatches({"a": True, "b": [{"c": "y"}], "d": 5}, ref)
     assert TOKEN
+
+
+async def test_every_event_the_simulator_writes_has_the_fixture_envelope(
+    make_client: Callable[[Simulator], httpx.AsyncClient],
+) -> None:
+    """Events of every kind (companies, links, fields, stage moves …) against events_list.json:
+    the envelope key by key; value_before/value_after per type are checked where they are made."""
+    sim = Simulator(make_config())
+    rng = random.Random(3)
+    for _ in range(150):
+        random_mutation(sim, rng)
+    async with make_client(sim) as client:
+        body = (await client.get("/api/v4/events", params={"limit": 100})).json()
+    ref = fixture_json("events_list.json")
+    envelope = [
+        {k: v for k, v in e.items() if k not in ("value_after", "value_before")}
+        for e in ref["_embedded"]["events"]
+    ]
+    events = body["_embedded"]["events"]
+    types = {e["type"] for e in events}
+    assert {"company_linked", "entity_linked", "lead_status_changed"} <= types
+    for event in events:
+        assert isinstance(event["value_after"], list) and isinstance(event["value_before"], list)
+        shown = {k: v for k, v in event.items() if k not in ("value_after", "value_before")}
+        assert shape_mismatches([shown], envelope) == []
+        kind = {"lead": "leads", "contact": "contacts", "company": "companies"}[
+            event["entity_type"]
+        ]
+        assert (
+            f"/api/v4/{kind}/{event['entity_id']}"
+            in event["_embedded"]["entity"]["_links"]["self"]["href"]
+        )

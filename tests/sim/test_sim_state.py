@@ -10,7 +10,7 @@ import pytest
 
 from kommo_sim import NotFound, Simulator, random_mutation
 from kommo_sim.seed import CONTACT_PHONE
-from tests.sim.account import make_config
+from tests.sim.helpers import make_config
 
 
 def test_seed_is_deterministic_and_realistic() -> None:
@@ -36,7 +36,23 @@ def test_seed_is_deterministic_and_realistic() -> None:
     types = {
         f["field_type"] for lead in big.leads.values() for f in lead["custom_fields_values"] or []
     }
-    assert types == {"select", "text", "date", "checkbox", "numeric"}
+    assert types == {
+        "select",
+        "text",
+        "date",
+        "checkbox",
+        "numeric",
+        "multiselect",
+        "radiobutton",
+        "date_time",
+        "birthday",
+        "url",
+        "textarea",
+        "price",
+        "monetary",
+        "category",
+        "tracking_data",
+    }
     assert any(lead["_embedded"]["contacts"] for lead in big.leads.values())
 
 
@@ -155,7 +171,12 @@ def test_random_mutations_are_deterministic_and_varied() -> None:
         "unlink",
         "bulk",
         "create_contact",
+        "edit",
+        "create_company",
     } <= verbs
+    companies = [d for d in done if "compan" in d]
+    assert 0.05 < len(companies) / len(done) < 0.25  # a modest rate
+    assert {"link", "unlink"} <= {d.split()[0] for d in companies}
 
 
 async def test_control_api_drives_the_simulator(sim: Simulator, client: httpx.AsyncClient) -> None:
@@ -191,3 +212,15 @@ async def test_control_api_drives_the_simulator(sim: Simulator, client: httpx.As
     assert len(done) == 5
     code = (await client.post("/_sim/oauth/code")).json()["code"]
     assert code.startswith("def50200")
+    company = await client.post(
+        "/_sim/mutations/create_company", json={"name": "Via HTTP", "leads": [lead_id]}
+    )
+    company_id = company.json()["result"]["id"]
+    assert sim.leads[lead_id]["_embedded"]["companies"][0]["id"] == company_id
+    typed = await client.post(
+        "/_sim/mutations/set_custom_fields",
+        json={"kind": "companies", "entity_id": company_id, "values": {"736009": "12"}},
+    )
+    assert typed.status_code == 200
+    moves = (await client.get("/_sim/status_changes")).json()
+    assert moves == sim.status_changes and moves
