@@ -67,13 +67,20 @@ def restored_logging() -> Iterator[None]:
     """The test configures the process's logging: put pytest's back afterwards."""
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
+    names = ("uvicorn", "uvicorn.access", "uvicorn.error", "uvicorn.asgi")
+    uvicorns = [logging.getLogger(n) for n in names]
+    saved = [(logger.level, logger.propagate, logger.handlers[:]) for logger in uvicorns]
+    for logger in uvicorns:  # as in the web process (log_config=None); uvicorn's default
+        logger.setLevel(logging.NOTSET)  # logging config, which other tests use, changes them
+        logger.propagate, logger.handlers[:] = True, []
     try:
         yield
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
-        for name in ("uvicorn.access", "uvicorn.error", "uvicorn.asgi"):
-            logger = logging.getLogger(name)
+        for logger, (level, propagate, handlers) in zip(uvicorns, saved, strict=True):
+            logger.setLevel(level)
+            logger.propagate, logger.handlers[:] = propagate, handlers
             for f in [f for f in logger.filters if isinstance(f, Redactor)]:
                 logger.removeFilter(f)  # a redactor knowing this test's secrets only
 

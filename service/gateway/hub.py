@@ -23,7 +23,8 @@ processes a token may hold N times that): past it a socket is accepted, then clo
 A client frame larger than :data:`~service.gateway.filters.MAX_FRAME_BYTES` closes the socket
 with 1009 (uvicorn does so before the hub sees it; the receive loop checks too); a frame that is
 not a valid subscription, deeply nested JSON included, gets an ``error`` event and the socket
-stays. Nothing of a socket outlives it: its entry, tasks and queue go when it closes.
+stays. Nothing of a socket outlives it: its entry, tasks and queue go when it closes, and
+after a burst of closes the tick gives the freed memory back (:mod:`service.gateway.heap`).
 
 Keepalive is the application ``ping``: it passes every proxy, reaches browser code and goes
 travels like any frame, so a stalled socket is found even when nothing changes (uvicorn's
