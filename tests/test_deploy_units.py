@@ -61,17 +61,33 @@ def one(u: Unit, section: str, key: str) -> str:
     return found[0]
 
 
-def procfile() -> dict[str, str]:
-    lines = (ROOT / "Procfile").read_text(encoding="utf-8").splitlines()
-    return dict(line.split(": ", 1) for line in lines if line.strip())
+def procfile() -> dict[str, tuple[dict[str, str], str]]:
+    """Each process's environment (``env NAME=value …``) and command, from the Procfile."""
+    found = {}
+    for line in (ROOT / "Procfile").read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        name, command = line.split(": ", 1)
+        words, env = command.split(), {}
+        if words[0] == "env":
+            words.pop(0)
+            while "=" in words[0]:
+                key, _, value = words.pop(0).partition("=")
+                env[key] = value
+        found[name] = (env, " ".join(words))
+    return found
 
 
 @pytest.mark.parametrize("process", sorted(SERVICES))
 def test_each_unit_runs_its_procfile_command(process: str) -> None:
     u = unit(SERVICES[process])
     command = one(u, "Service", "ExecStart")
+    env, procfile_command = procfile()[process]
     assert command.startswith(BINARY + " ")
-    assert ("kommo-sync " + command.removeprefix(BINARY + " ")).startswith(procfile()[process])
+    assert ("kommo-sync " + command.removeprefix(BINARY + " ")).startswith(procfile_command)
+    environment = " ".join(values(u, "Service", "Environment")).split()
+    for key, value in env.items():  # what the Procfile sets, the unit sets too
+        assert f"{key}={value}" in environment, (process, key)
     assert one(u, "Service", "User") == "kommo-sync"
     assert one(u, "Service", "EnvironmentFile") == "/etc/kommo-sync/env"
     assert one(u, "Unit", "PartOf") == "kommo-sync.target"

@@ -83,12 +83,18 @@ async def _check_running(banner: Banner, admin: asyncpg.Connection) -> dict[str,
 
 
 async def _status(banner: Banner) -> None:
-    """The banner's line, pasted into a new shell, reports on this stack."""
+    """The banner's line, pasted into a new shell, reports on this stack (ready means its web
+    process answers; its worker's first reconcile tick may come a moment later)."""
     assert banner.cli.endswith("kommo-sync status")
-    done = await asyncio.to_thread(shell, banner.cli)
+    async with asyncio.timeout(60):
+        while True:
+            done = await asyncio.to_thread(shell, banner.cli)
+            assert done.returncode in (0, 1), done.stderr  # 1: no reconcile tick yet
+            status = json.loads(done.stdout)
+            if status["reconcile"]["runs"] >= 1:  # its Redis prefix: the ticks of this stack
+                break
+            await asyncio.sleep(0.5)
     assert done.returncode == 0, done.stderr
-    status = json.loads(done.stdout)
-    assert status["reconcile"]["runs"] >= 1  # its Redis prefix: the ticks of this stack
     assert status["reconcile"]["stale"] is False
 
 
