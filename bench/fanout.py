@@ -383,6 +383,7 @@ async def orchestrate(args: argparse.Namespace) -> None:
             "REDIS_URL": redis_url,
             "REDIS_PREFIX": prefix,
             "WS_TOKENS": token,
+            "WS_MAX_CONNECTIONS_PER_TOKEN": str(args.clients + 10),  # all on one token
             "KOMMO_WEBHOOK_SECRET": "b" * 40,
         }
         server = await asyncio.create_subprocess_exec(

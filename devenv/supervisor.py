@@ -13,6 +13,14 @@ Each child has its own session, so Ctrl-C reaches only this supervisor, which st
 order (web, worker, sim: SIGTERM, SIGKILL after a timeout), then the embedded services. When a
 child dies the others are stopped and the exit code is 1. Child output is prefixed with its
 name, with the webhook secret and the Kommo token masked.
+
+Several runs may live side by side on one machine. Each claims, under the lock of the run
+registry (:mod:`devenv.runs`), ports no other run holds (:mod:`devenv.ports`: 8000 and 9101, or
+the next free ones) and its own env file (:mod:`devenv.envfile`: ``.local/dev.env``, else
+``.local/dev-<PORT>.env``), written once the stack is ready. Unless ``DATABASE_URL`` is given, a
+demo creates its own database and Redis prefix (:mod:`devenv.demo`) and drops them when it
+stops; a real account uses the database ``kommo_sync``, kept between runs. What a crashed run
+left behind is cleaned up by the next run.
 """
 
 from __future__ import annotations
@@ -30,21 +38,22 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 
-from devenv.services import ROOT, free_port, services
-from service.settings import ConfigError, Needs, Settings
+from devenv import demo, envfile, ports, runs
+from devenv.services import ROOT, STATE, Services, services
+from service.settings import Needs, Settings
 
 log = logging.getLogger("devenv")
 
 STOP_ORDER = ("web", "worker", "sim")
 STOP_TIMEOUT_S = 10.0
 SIM_ARGS = ("--leads", "300", "--contacts", "150", "--changes-per-second", "0.5")
+RUNS = STATE / "runs"
 
 
 class Stop(Exception):
@@ -54,11 +63,12 @@ class Stop(Exception):
 class Supervisor:
     """The child processes, their prefixed output, and the stop flag set by signals."""
 
-    def __init__(self, hide: Sequence[str]) -> None:
+    def __init__(self) -> None:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stop = threading.Event()
         self.failure: str | None = None
-        self._hide = [h for h in hide if h]
+        self.hide: list[str] = []  # secrets masked in child output
+        self.keep: tuple[int, ...] = ()  # descriptors every child inherits
         self._lock = threading.Lock()
         self._pumps: list[threading.Thread] = []
         self.mute: str | None = None  # child output lines containing it are dropped
@@ -76,6 +86,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=self.keep,
         )
         self.children[name] = proc
         pump = threading.Thread(target=self._pump, args=(name, proc), daemon=True)
@@ -88,7 +99,7 @@ class Supervisor:
             line = raw.decode(errors="replace").rstrip("\n")
             if self.mute is not None and self.mute in line:
                 continue
-            for secret in self._hide:
+            for secret in filter(None, self.hide):
                 line = line.replace(secret, "***")
             self.write(f"{name:<8}| {line}\n")
         proc.stdout.close()
@@ -153,16 +164,6 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
             os.killpg(proc.pid, sig)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -177,18 +178,22 @@ class Plan:
     target: str  # the Kommo API base (the simulator's or the account's)
     sim_port: int | None  # None: a real account, no simulator
     demo_token: str | None  # generated when WS_TOKENS was not set
+    env_file: Path  # where the stack's environment is written once it is ready
+    database: str | None = None  # the demo database this run created (dropped when it stops)
 
 
-def plan(env: Mapping[str, str]) -> Plan:
+def simulated(env: Mapping[str, str]) -> bool:
+    """No Kommo account given: ``make run`` runs against the bundled simulator."""
+    return not any(env.get(k) for k in ("KOMMO_SUBDOMAIN", "KOMMO_BASE_URL", "KOMMO_TOKEN"))
+
+
+def plan(env: Mapping[str, str], chosen: ports.Ports, env_file: Path) -> Plan:
     """The children's environment, with dev-only values generated; ConfigError when invalid."""
     given = Settings.from_env(env)  # validates PORT, WORKER_METRICS_PORT, ... with one line
-    if not _port_free(given.port):
-        raise ConfigError("PORT", f"{given.port} is already in use; set PORT to a free port")
-    metrics_port = given.worker_metrics_port or (9101 if _port_free(9101) else free_port())
     child = dict(
         env,
-        PORT=str(given.port),
-        WORKER_METRICS_PORT=str(metrics_port),
+        PORT=str(chosen.web),
+        WORKER_METRICS_PORT=str(chosen.metrics),
         RECONCILE_INTERVAL=env.get("RECONCILE_INTERVAL") or "5",
         PYTHONUNBUFFERED="1",
         KOMMO_WEBHOOK_SECRET=env.get("KOMMO_WEBHOOK_SECRET") or secrets.token_hex(20),
@@ -198,20 +203,18 @@ def plan(env: Mapping[str, str]) -> Plan:
     demo_token = None if given.ws_tokens else "demo-" + secrets.token_urlsafe(12)
     if demo_token:
         child["WS_TOKENS"] = demo_token
-    sim_port = None
-    if not any(env.get(k) for k in ("KOMMO_SUBDOMAIN", "KOMMO_BASE_URL", "KOMMO_TOKEN")):
-        sim_port = free_port()
+    if chosen.sim is not None:
         child.update(
-            KOMMO_BASE_URL=f"http://127.0.0.1:{sim_port}", KOMMO_TOKEN=secrets.token_urlsafe(24)
+            KOMMO_BASE_URL=f"http://127.0.0.1:{chosen.sim}", KOMMO_TOKEN=secrets.token_urlsafe(24)
         )
     target = Settings.from_env(child, Needs.KOMMO | Needs.WEB).kommo_base_url
     assert target is not None
-    return Plan(child, target, sim_port, demo_token)
+    return Plan(child, target, chosen.sim, demo_token, env_file)
 
 
 def run_dev(env: Mapping[str, str]) -> int:
-    p = plan(env)
-    sup = Supervisor(hide=[p.env["KOMMO_WEBHOOK_SECRET"], p.env.get("KOMMO_TOKEN", "")])
+    Settings.from_env(env)  # a bad value stops us with one line before anything starts
+    sup = Supervisor()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         sup.stop.set()
@@ -220,24 +223,19 @@ def run_dev(env: Mapping[str, str]) -> int:
     warnings.filterwarnings("ignore", module="platformdirs")  # embedded Postgres, as root
     started = time.monotonic()
     try:
-        with services(p.env) as found:
+        with services(dict(env)) as found:
+            entry, p = _claim(env, found)
             try:
-                database = found.database_url
-                if "DATABASE_URL" not in env:  # ours to manage: never the server's own database
-                    demo = p.sim_port is not None
-                    database = asyncio.run(
-                        _own_database(
-                            database, "kommo_sync_demo" if demo else "kommo_sync", fresh=demo
-                        )
-                    )
-                    if demo:  # a fresh namespace too: nothing left over from an earlier demo
-                        p.env.setdefault("REDIS_PREFIX", f"demo-{secrets.token_hex(4)}:")
-                p.env.update(DATABASE_URL=database, REDIS_URL=found.redis_url)
+                sup.keep = (entry.fd,)  # the run's record stays locked while a child lives
+                p = _own_data(p, env, found, entry)
+                sup.hide = [p.env["KOMMO_WEBHOOK_SECRET"], p.env.get("KOMMO_TOKEN", "")]
                 _run(sup, p, started)
             except Stop:
                 pass
             finally:
                 sup.shutdown()
+                envfile.remove(p.env_file)
+                demo.release_own(entry, found)
                 if found.embedded:
                     log.info("stopping embedded %s", " and ".join(found.embedded))
     finally:
@@ -250,18 +248,32 @@ def run_dev(env: Mapping[str, str]) -> int:
     return 0
 
 
-async def _own_database(server_url: str, name: str, *, fresh: bool) -> str:
-    """A database of our own on the dev server (the demo's is recreated on every run)."""
-    conn = await asyncpg.connect(server_url)
-    try:
-        if fresh:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path="/" + name))
+def _claim(env: Mapping[str, str], found: Services) -> tuple[runs.Entry, Plan]:
+    """Under the registry lock: clean up after crashed runs, then claim ports and an env file."""
+    with runs.registry(RUNS) as registry:
+        for stale in registry.stale:
+            demo.clean_up_after(stale, found)
+        chosen = ports.choose(env, registry.ports, simulator=simulated(env))
+        env_file = envfile.path_for(STATE, chosen.web, registry.env_files)
+        p = plan(env, chosen, env_file)
+        entry = registry.add(runs.Record(os.getpid(), chosen.all, str(env_file)))
+    return entry, p
+
+
+def _own_data(p: Plan, env: Mapping[str, str], found: Services, entry: runs.Entry) -> Plan:
+    """The database (and, for a demo, the Redis prefix) of this run."""
+    database = found.database_url
+    if env.get("DATABASE_URL"):  # the user's: used as it is
+        pass
+    elif p.sim_port is None:  # a real account: one database kept between runs, never dropped
+        database = asyncio.run(demo.ensure_database(found.database_url, "kommo_sync"))
+    else:  # a demo: a database of its own, created now and dropped when it stops
+        name, database = demo.create_own_database(entry, found)
+        p = replace(p, database=name)
+        if not env.get("REDIS_PREFIX"):  # a fresh namespace too, deleted when it stops
+            p.env["REDIS_PREFIX"] = demo.own_redis_prefix(entry, found)
+    p.env.update(DATABASE_URL=database, REDIS_URL=found.redis_url)
+    return p
 
 
 def _run(sup: Supervisor, p: Plan, started: float) -> None:
@@ -304,6 +316,16 @@ def _run(sup: Supervisor, p: Plan, started: float) -> None:
                 warned = True
                 log.warning("not ready after 60 s; still waiting (see %s/readyz)", base)
     elapsed, sup.mute = time.monotonic() - started, None
+    header = f"the make run stack on {base} (pid {os.getpid()}); removed when it stops"
+    envfile.write(p.env_file, env, header)
+    lines = _banner(p, base, elapsed)
+    width = max(len(line) for line in lines)
+    sup.write("\n" + "=" * width + "\n" + "\n".join(lines) + "\n" + "=" * width + "\n\n")
+    while True:
+        sup.tick(0.5)
+
+
+def _banner(p: Plan, base: str, elapsed: float) -> list[str]:
     mode = "the Kommo simulator" if p.sim_port is not None else p.target
     page = f"{base}/#token={p.demo_token}" if p.demo_token else f"{base}/  (a token from WS_TOKENS)"
     lines = [
@@ -311,17 +333,20 @@ def _run(sup: Supervisor, p: Plan, started: float) -> None:
         f"  live page       {page}",
         f"  readiness       {base}/readyz",
         f"  web metrics     {base}/metrics",
-        f"  worker metrics  http://127.0.0.1:{env['WORKER_METRICS_PORT']}/metrics",
+        f"  worker metrics  http://127.0.0.1:{p.env['WORKER_METRICS_PORT']}/metrics",
     ]
     if p.demo_token:
         lines.append(f"  token           {p.demo_token}   (WebSocket /ws, /api/leads, /api/status)")
+    if p.database:
+        lines.append(f"  database        {p.database}   (this run's own, dropped when it stops)")
+    lines += [
+        f"  environment     {envfile.shown(p.env_file)}   (this run's, removed when it stops)",
+        f"  CLI             {envfile.usage(p.env_file)}",
+    ]
     if p.sim_port is None:
         lines.append(
             "  Kommo cannot reach 127.0.0.1 with webhooks: reconcile keeps the mirror"
             " in sync (see docs/operations.md)"
         )
     lines.append("  Ctrl-C stops everything")
-    width = max(len(line) for line in lines)
-    sup.write("\n" + "=" * width + "\n" + "\n".join(lines) + "\n" + "=" * width + "\n\n")
-    while True:
-        sup.tick(0.5)
+    return lines

@@ -7,6 +7,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
+from service.redaction import Redactor
 from service.settings import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -27,6 +28,7 @@ def configure_logging(settings: Settings | None = None, *, process: str = "") ->
     else:
         prefix = f"[{process}] " if process else ""
         handler.setFormatter(logging.Formatter(prefix + TEXT_FORMAT))
+    handler.addFilter(Redactor.for_settings(settings))  # whatever logger a record comes from
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

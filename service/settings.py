@@ -54,6 +54,16 @@ class Secret:
     __str__ = __repr__
 
 
+class Tokens(frozenset[str]):
+    """A set of secret strings (the consumer tokens of ``WS_TOKENS``): compared and iterated as
+    strings (:func:`service.web.auth.authorized`), never shown by ``repr`` or ``str``."""
+
+    def __repr__(self) -> str:
+        return f"Tokens(<{len(self)} hidden>)"
+
+    __str__ = __repr__
+
+
 @dataclasses.dataclass(frozen=True)
 class OAuthSettings:
     client_id: str
@@ -75,7 +85,8 @@ class Settings:
     rate_limit: float = 6.0
     reconcile_interval: float = 5.0
     phone_default_region: str = "PE"
-    ws_tokens: frozenset[str] = frozenset()
+    ws_tokens: Tokens = Tokens()
+    ws_max_connections_per_token: int = 500  # sockets per token in one web process
     webhook_max_bytes: int = 1 << 20
     port: int = 8000
     redis_prefix: str = ""
@@ -116,7 +127,7 @@ class Settings:
         region = (r.text("PHONE_DEFAULT_REGION") or "PE").upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ConfigError("PHONE_DEFAULT_REGION", "must be a two-letter region such as PE")
-        tokens = frozenset(t.strip() for t in (r.text("WS_TOKENS") or "").split(",") if t.strip())
+        tokens = Tokens(t.strip() for t in (r.text("WS_TOKENS") or "").split(",") if t.strip())
         if Needs.WEB in needs and not tokens:
             raise ConfigError("WS_TOKENS", "is required (comma-separated tokens)")
         log_format = (r.text("LOG_FORMAT") or "text").lower()
@@ -138,6 +149,10 @@ class Settings:
             reconcile_interval=r.number("RECONCILE_INTERVAL", 5.0, low=0.2, high=3600),
             phone_default_region=region,
             ws_tokens=tokens,
+            ws_max_connections_per_token=r.integer(
+                "WS_MAX_CONNECTIONS_PER_TOKEN", 500, low=1, high=100_000
+            )
+            or 500,
             webhook_max_bytes=r.integer("WEBHOOK_MAX_BYTES", 1 << 20, low=1024) or 1 << 20,
             port=r.integer("PORT", 8000, low=1, high=65535) or 8000,
             redis_prefix=r.text("REDIS_PREFIX") or "",

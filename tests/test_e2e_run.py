@@ -17,11 +17,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psutil
@@ -29,49 +28,11 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from devenv.services import free_port
+from tests.stack import ROOT, Output, until
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = Path("/tmp/kommo-sync-e2e.png")
-T = TypeVar("T")
-
-
-def until(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.1) -> T:
-    """Poll ``probe`` until it returns something truthy, under an overall deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-
-
-class Output:
-    """A child's merged output, collected by a thread (for the token and for failures)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            self.lines.append(raw.decode(errors="replace"))
-
-    def close(self, proc: subprocess.Popen[bytes]) -> None:
-        self._thread.join(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
-
-    def search(self, pattern: str) -> re.Match[str] | None:
-        return next(filter(None, (re.search(pattern, line) for line in list(self.lines))), None)
-
-    def tail(self, n: int = 60) -> str:
-        return "".join(self.lines[-n:])
 
 
 @pytest.fixture
@@ -190,6 +151,7 @@ def test_make_run_shows_live_changes_and_stops_cleanly(
     dev: tuple[subprocess.Popen[bytes], Output, int, float],
     browser: DevTools,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     proc, output, port, started = dev
     base = f"http://127.0.0.1:{port}"
@@ -266,7 +228,9 @@ def test_make_run_shows_live_changes_and_stops_cleanly(
         )
 
     until("every process to be gone", all_gone, 15 - stopped_in)
-    assert output.search(r"kommo_sync.dev: stopped")
+    assert output.search(r"devenv: stopped")
+    env_file = output.search(r"environment\s+(\S+)")
+    assert env_file and not (tmp_path / env_file.group(1)).exists()  # removed when it stopped
     with capsys.disabled():
         sys.stdout.write(
             f"\n  time to /readyz 200 (embedded services): {time_to_ready:.1f} s;"

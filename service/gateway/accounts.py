@@ -3,9 +3,10 @@
 Redis pub/sub ignores the logical database, so deployments that share a Redis server can hear
 each other's channels; the channel name already carries the prefix and the database number
 (:mod:`service.keys`), and the hub also relays only messages of accounts this deployment
-mirrors: ``KOMMO_ACCOUNT_ID`` when set, and every account with cursors in its own Postgres. An
-account it has not seen before is looked up again (at most every ``recheck_s`` seconds), so a
-newly added account's first messages are not lost.
+mirrors: ``KOMMO_ACCOUNT_ID`` when set, and every account with cursors in its own Postgres. A
+message of an account it has not seen before makes it look again (an account's first import
+writes its cursor before any lead), at most every ``recheck_s`` seconds, so a new account's
+first messages are not lost and another deployment's flood costs a few queries a second.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ FOREIGN = Counter(
 
 
 class Accounts:
-    def __init__(self, configured: int | None, *, recheck_s: float = 5.0) -> None:
+    def __init__(self, configured: int | None, *, recheck_s: float = 0.25) -> None:
         self.known: set[int] = set() if configured is None else {configured}
         self.recheck_s = recheck_s
         self._checked = float("-inf")

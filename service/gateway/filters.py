@@ -1,11 +1,24 @@
-"""What a WebSocket client subscribes to: ``{"subscribe": "all"}`` or lists of pipeline/lead ids."""
+"""What a WebSocket client subscribes to: ``{"subscribe": "all"}`` or lists of pipeline/lead ids.
+
+Limits, so that a client's frames cost the process little, whatever they hold:
+
+- a list holds at most :data:`MAX_FILTER_IDS` (1,000) ids: a consumer that follows more leads
+  than that subscribes to their pipelines, or to ``"all"``, and filters itself;
+- a frame is at most :data:`MAX_FRAME_BYTES` (64 KiB): two full lists of the largest ids
+  (19 digits) take about 42 KB. uvicorn closes a socket that sends more with 1009 (its
+  ``ws_max_size``, :mod:`service.web.server`), and so does the hub's receive loop;
+- a frame nests at most 3 levels and holds at most 4 objects and lists: anything more (a deeply
+  nested frame, which would exhaust the parser's recursion) is refused before it is parsed.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 
-MAX_FILTER_IDS = 10_000
+MAX_FILTER_IDS = 1_000
+MAX_FRAME_BYTES = 64 << 10
+_MAX_CONTAINERS = 4  # {"subscribe": {"pipeline_ids": [...], "lead_ids": [...]}}
 
 
 class FilterError(ValueError):
@@ -32,8 +45,12 @@ class Filter:
     @classmethod
     def parse(cls, text: str | None) -> Filter:
         """``{"subscribe": "all"}`` or ``{"subscribe": {"pipeline_ids": [...], ...}}``."""
+        if text is not None and text.count("{") + text.count("[") > _MAX_CONTAINERS:
+            raise FilterError("too many nested objects or lists for a subscribe frame")
         try:
             msg = json.loads(text) if text is not None else None
+        except RecursionError:  # the guard above keeps it from happening; never drop the socket
+            raise FilterError("nested too deeply") from None
         except ValueError:
             raise FilterError("not JSON") from None
         if not isinstance(msg, dict) or set(msg) != {"subscribe"}:

@@ -12,17 +12,49 @@ interleave mid-frame. A frame is written only while the transport is open, and t
 writing before it asks uvicorn to send a close frame. Only uvicorn's sans-I/O protocol (what
 ``ws="auto"`` picks when the websockets library is installed) on a connection that negotiated
 no extension qualifies (:meth:`Writer.attach`); any other socket goes through ASGI as before.
+
+Private internals: the protocol's class, its ``transport``, ``conn`` (websockets' sans-I/O
+``ServerProtocol``), ``handshake_complete`` and ``close_sent`` attributes, and Starlette's
+``WebSocket._receive`` (uvicorn's bound ``receive``). They are known to work with the versions
+pyproject.toml declares, and ``tests/test_frames.py`` fails if the direct path stops being taken
+on the locked ones. On any other version where they are missing, this module still imports,
+:data:`SANSIO` is None (or :meth:`Writer.attach` finds an attribute missing), one warning is
+logged and every socket takes the queue path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
+from typing import Any
 
 from starlette.websockets import WebSocket
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+log = logging.getLogger(__name__)
 
 _TEXT = 0x81  # FIN, opcode 1: a whole text message
+
+
+def _sansio_protocol() -> type[Any] | None:
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError:  # uvicorn before 0.35, or its internals moved
+        return None
+    return WebSocketsSansIOProtocol
+
+
+SANSIO: type[Any] | None = _sansio_protocol()
+"""uvicorn's sans-I/O WebSocket protocol (what the server must run for the direct path)."""
+
+_warned: set[str] = set()  # each reason to fall back is logged once per process
+
+
+def fall_back(reason: str) -> None:
+    """Log, once per process and reason, that sockets take the queue path."""
+    if reason not in _warned:
+        _warned.add(reason)
+        log.warning("direct WebSocket frames unavailable (%s): sockets take the queue path", reason)
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -52,17 +84,25 @@ class Writer:
     def attach(cls, ws: WebSocket, limit: int) -> Writer | None:
         """A writer for an accepted socket served by uvicorn's sans-I/O protocol without
         extensions (permessage-deflate would need every frame compressed); otherwise None."""
-        protocol = getattr(ws._receive, "__self__", None)  # Starlette passes uvicorn's receive
-        if (
-            type(protocol) is not WebSocketsSansIOProtocol  # a subclass may write frames itself
-            or not protocol.handshake_complete
-            or protocol.close_sent
-            or protocol.conn.extensions
-            or protocol.transport is None
-            or protocol.transport.is_closing()
-        ):
+        if SANSIO is None:
+            fall_back("uvicorn has no websockets_sansio_impl.WebSocketsSansIOProtocol")
             return None
-        return cls(protocol.transport, limit)
+        protocol: Any = getattr(getattr(ws, "_receive", None), "__self__", None)  # uvicorn's
+        if type(protocol) is not SANSIO:  # another server, or a subclass that writes frames itself
+            return None
+        try:
+            transport = protocol.transport
+            usable = (
+                protocol.handshake_complete
+                and not protocol.close_sent
+                and not protocol.conn.extensions
+            )
+        except AttributeError as exc:  # another uvicorn or websockets: its internals changed
+            fall_back(f"uvicorn's protocol has no attribute {exc.name!r}")
+            return None
+        if not usable or transport is None or transport.is_closing():
+            return None
+        return cls(transport, limit)
 
     def write(self, frame: bytes) -> bool:
         """Write one whole frame; False, writing nothing, when more than ``limit`` bytes wait.

@@ -16,6 +16,16 @@ catch up through the read API. The gateway's own frames (JSON text)::
                                               be lost, call GET /api/leads?changed_after=V
     {"event": "ping"}                         every ``ping_interval`` seconds (default 20)
 
+Limits (a client's frames and sockets cost the process little whatever it sends): a token holds
+at most ``WS_MAX_CONNECTIONS_PER_TOKEN`` sockets *in this process* (default 500; with N web
+processes a token may hold N times that): past it a socket is accepted, then closed with 1008
+"too many connections for this token" and counted in ``ws_refused_sockets_total{reason="limit"}``.
+A client frame larger than :data:`~service.gateway.filters.MAX_FRAME_BYTES` closes the socket
+with 1009 (uvicorn does so before the hub sees it; the receive loop checks too); a frame that is
+not a valid subscription, deeply nested JSON included, gets an ``error`` event and the socket
+stays. Nothing of a socket outlives it: its entry, tasks and queue go when it closes, and
+after a burst of closes the tick gives the freed memory back (:mod:`service.gateway.heap`).
+
 Keepalive is the application ``ping``: it passes every proxy, reaches browser code and goes
 travels like any frame, so a stalled socket is found even when nothing changes (uvicorn's
 protocol pings stay on too). Serve with ``--ws-per-message-deflate false``: compression would
@@ -42,14 +52,16 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from service.gateway import frames
 from service.gateway.accounts import FOREIGN, Accounts
-from service.gateway.filters import Filter, FilterError
+from service.gateway.filters import MAX_FRAME_BYTES, Filter, FilterError
 from service.gateway.frames import Writer, text_frame
+from service.gateway.heap import HeapTrimmer
 from service.gateway.sockets import Out, Socket, message
 from service.keys import Keys
 from service.settings import Settings
 from service.store import reads
-from service.web.auth import authorized
+from service.web.auth import known_token
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +69,18 @@ CONNECTED = Gauge("ws_connected_sockets", "WebSocket clients connected to this p
 SENT = Counter("ws_messages_sent", "Frames sent to WebSocket clients")
 DIRECT = Gauge("ws_direct_sockets", "Connected sockets whose frames bypass ASGI (direct path)")
 RECONNECTS = Counter("ws_redis_reconnects", "Times the hub lost its Redis subscription")
+REFUSED = Counter(
+    "ws_refused_sockets",
+    "WebSocket connections closed at once: bad token, over the per-token limit, shutting down",
+    ["reason"],
+)
 
 _BATCH = 100  # messages relayed together at most, when the hub is behind
-_REASONS = {1001: "server shutting down", 1013: "too slow: catch up through the read API"}
+_REASONS = {
+    1001: "server shutting down",
+    1009: f"frame too big: a client frame is at most {MAX_FRAME_BYTES} bytes",
+    1013: "too slow: catch up through the read API",
+}
 _SILENT_AFTER, _DEAD_AFTER = 15.0, 10.0  # quiet subscription: PING Redis; no PONG: reconnect
 
 
@@ -106,13 +127,18 @@ class Hub:
         self.client_name = f"ws-hub-{uuid.uuid4().hex[:12]}"  # CLIENT SETNAME of the subscription
         self.last_version = 0  # the newest version relayed (Postgres's newest at start)
         self.subscribed = asyncio.Event()  # set while the subscription is live
+        self.max_per_token = settings.ws_max_connections_per_token
         self._sockets: set[Socket] = set()
+        self._per_token: dict[str, int] = {}  # sockets open per token (entries > 0 only)
+        self.heap = HeapTrimmer()  # gives memory back after a burst of closes
         self._endpoints: set[asyncio.Future[None]] = set()  # running endpoint() calls
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     async def start(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        if self.direct and frames.SANSIO is None:
+            frames.fall_back("uvicorn has no websockets_sansio_impl.WebSocketsSansIOProtocol")
         async with pool.acquire() as conn:
             self.last_version = await reads.latest_version(conn)
         await self.accounts.load(pool)
@@ -247,22 +273,49 @@ class Hub:
         while True:
             await asyncio.sleep(tick)
             now = loop.time()
-            for sock in list(self._sockets):
-                if sock.stalled_for(now) > self.send_timeout:
-                    sock.close_slow()
+            self._close_stalled(now)
+            self.heap.tick(now)
             if now >= next_ping:
                 next_ping = now + self.ping_interval
                 self.broadcast(_PING)
 
+    def _close_stalled(self, now: float) -> None:
+        """(A function of its own: a loop variable left in the long-running tick would keep the
+        last socket, its filter and its connection alive after it closed.)"""
+        for sock in list(self._sockets):
+            if sock.stalled_for(now) > self.send_timeout:
+                sock.close_slow()
+
     async def endpoint(self, ws: WebSocket) -> None:
         """``GET /ws``: authenticate, say hello, then relay until either side closes."""
         await ws.accept()  # then close: a rejected handshake would hide the 1008 from clients
-        if not authorized(self.settings, ws):
-            await ws.close(1008, "missing or invalid token")
+        token = await self._admit(ws)
+        if token is None:
             return
-        if self._stopping:
-            await ws.close(1001, _REASONS[1001])
-            return
+        try:
+            await self._serve(ws)
+        finally:
+            if held := self._per_token.pop(token) - 1:
+                self._per_token[token] = held
+
+    async def _admit(self, ws: WebSocket) -> str | None:
+        """The socket's token, counted against its limit; None: the socket was refused (closed)."""
+        token = known_token(self.settings, ws)
+        if token is None:
+            reason, code, text = "token", 1008, "missing or invalid token"
+        elif self._stopping:
+            reason, code, text = "stopping", 1001, _REASONS[1001]
+        elif (held := self._per_token.get(token, 0)) >= self.max_per_token:
+            reason, code = "limit", 1008
+            text = f"too many connections for this token (at most {self.max_per_token})"
+        else:
+            self._per_token[token] = held + 1  # no await since the check: no race
+            return token
+        REFUSED.labels(reason).inc()
+        await ws.close(code, text)
+        return None
+
+    async def _serve(self, ws: WebSocket) -> None:
         writer = Writer.attach(ws, self.buffer_limit) if self.direct else None
         sock = Socket(writer, None if writer else asyncio.Queue(self.queue_size))
         self._sockets.add(sock)
@@ -278,6 +331,7 @@ class Hub:
             await sock.done.wait()
         finally:
             self._sockets.discard(sock)
+            self.heap.note_closed(asyncio.get_running_loop().time())
             CONNECTED.dec()
             DIRECT.dec(writer is not None)
             for task in tasks:
@@ -312,8 +366,12 @@ class Hub:
     async def _receive_loop(self, ws: WebSocket, sock: Socket) -> None:
         try:
             while (msg := await ws.receive())["type"] != "websocket.disconnect":
+                text, data = msg.get("text"), msg.get("bytes")
+                if len(text if text is not None else data or b"") > MAX_FRAME_BYTES:
+                    sock.close(1009)  # a server without uvicorn's ws_max_size let it through
+                    return
                 try:
-                    sock.filter = Filter.parse(msg.get("text"))
+                    sock.filter = Filter.parse(text)
                 except FilterError as exc:
                     sock.offer(message(event="error", error=str(exc)))
                 else:

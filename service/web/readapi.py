@@ -29,9 +29,11 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 def _integer(raw: str | None, default: int, low: int, high: int) -> int | None:
+    """``raw`` as an integer from ``low`` to ``high``; None for anything else. The length is
+    checked first: Python refuses ``int()`` of more than 4,300 digits (and it would be slow)."""
     if raw is None:
         return default
-    if not raw.isascii() or not raw.isdigit():
+    if len(raw) > len(str(high)) or not raw.isascii() or not raw.isdigit():
         return None
     value = int(raw)
     return value if low <= value <= high else None
@@ -49,7 +51,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
             return error(401, "missing or invalid token")
         lead_id = _integer(request.path_params["lead_id"], 0, 1, _MAX_BIGINT)
         if lead_id is None:
-            return error(400, "lead id must be a positive integer")
+            return error(400, f"lead id must be a positive integer up to {_MAX_BIGINT}")
         async with resources(request).pool.acquire() as conn:
             body = await reads.lead_data(conn, lead_id, account)
         if body is None:
@@ -61,7 +63,9 @@ def routes(settings: Settings) -> list[BaseRoute]:
             return error(401, "missing or invalid token")
         after = _integer(request.query_params.get("changed_after"), 0, 0, _MAX_BIGINT)
         if after is None:
-            return error(400, "changed_after must be a non-negative integer (a version)")
+            return error(
+                400, f"changed_after must be a non-negative integer (a version) up to {_MAX_BIGINT}"
+            )
         limit = _integer(request.query_params.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
         if limit is None:
             return error(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
