@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import httpx
 from arq.worker import Worker as ArqWorker
 
 from kommo_sim import Simulator
 from service.settings import Needs, Settings
+from service.store import cursors
 from workers.main import worker_options
 
 SIM_TOKEN = "sim-token-for-tests"
@@ -37,3 +39,14 @@ async def run_worker_burst(settings: Settings, sim: Simulator, timeout: float = 
             await worker.main()
     finally:
         await worker.close()
+
+
+async def mark_imported(pool: asyncpg.Pool, account_id: int) -> None:
+    """Only webhooks fill the mirror in such tests: every import done, the reconcile's cursors
+    far ahead (so neither the backfill, the upgrade, the history import nor a tick runs)."""
+    async with pool.acquire() as conn:
+        for name in ("backfill", "upgrade_2"):
+            await cursors.set_cursor(conn, account_id, name, 0, {"stage": "done", "page": 1})
+        await cursors.set_cursor(conn, account_id, "history", 0, {"page": 1, "done": True})
+        for name in ("leads", "contacts", "companies", "events"):
+            await cursors.set_cursor(conn, account_id, name, 4_000_000_000)

@@ -19,7 +19,7 @@ from service.keys import Keys
 from service.settings import Needs, Settings
 from service.store import cursors as store
 from service.web.app import create_app
-from tests.engine import SIM_TOKEN, kommo_settings_for, run_worker_burst
+from tests.engine import SIM_TOKEN, kommo_settings_for, mark_imported, run_worker_burst
 from tests.mirror import differences
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kommo" / "webhooks"
@@ -38,11 +38,8 @@ async def web(kommo_settings: Settings, pool: asyncpg.Pool, redis: Redis) -> Asy
 
 
 async def mark_backfilled(pool: asyncpg.Pool, account_id: int) -> None:
-    """Only webhooks may fill the mirror in these tests: no backfill, cursors far ahead."""
-    async with pool.acquire() as conn:
-        await store.set_cursor(conn, account_id, "backfill", 0, {"stage": "done", "page": 1})
-        for name in ("leads", "contacts", "events"):
-            await store.set_cursor(conn, account_id, name, 4_000_000_000)
+    """Only webhooks may fill the mirror in these tests: no import, cursors far ahead."""
+    await mark_imported(pool, account_id)
 
 
 async def drain(settings: Settings, sim: Simulator) -> None:

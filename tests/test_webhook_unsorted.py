@@ -21,10 +21,9 @@ from devenv.asgi import ASGIApp, lifespan
 from kommo_sim import RateLimitConfig, SimConfig, Simulator
 from service.keys import Keys
 from service.settings import Needs, Settings
-from service.store import cursors
 from service.web.app import create_app
 from service.web.webform import WebhookParseError, parse_webhook
-from tests.engine import SIM_TOKEN, kommo_settings_for, run_worker_burst
+from tests.engine import SIM_TOKEN, kommo_settings_for, mark_imported, run_worker_burst
 
 FORM = {"content-type": "application/x-www-form-urlencoded", "user-agent": "amoCRM-Webhooks/3.0"}
 ACCOUNT = {
@@ -210,11 +209,7 @@ async def sim(pool: asyncpg.Pool) -> AsyncIterator[Simulator]:
             seed=3, leads=40, contacts=30, token=SIM_TOKEN, rate_limit=RateLimitConfig(rate=0)
         )
     )
-    async with pool.acquire() as conn:  # only webhooks fill the mirror here: no backfill
-        acc = sim.config.account_id
-        await cursors.set_cursor(conn, acc, "backfill", 0, {"stage": "done", "page": 1})
-        for name in ("leads", "contacts", "events"):
-            await cursors.set_cursor(conn, acc, name, 4_000_000_000)
+    await mark_imported(pool, sim.config.account_id)  # only webhooks fill the mirror here
     yield sim
     await sim.aclose()
 
