@@ -349,7 +349,7 @@ async def test_ids_are_fetched_in_chunks_of_250(connect: Connect, clock: Virtual
     chunks = [r.url.params.get_list("filter[id][]") for r in kommo.requests]
     assert [len(c) for c in chunks] == [250, 250, 100, 1]
     assert sorted(int(i) for c in chunks[:3] for i in c) == list(range(1, 601))
-    assert kommo.requests[0].url.params["with"] == "contacts"
+    assert kommo.requests[0].url.params["with"] == "contacts,loss_reason"
     assert kommo.requests[0].url.params["limit"] == "250"
     assert kommo.requests[3].url.path == "/api/v4/contacts"
 

@@ -141,12 +141,11 @@ async def test_fixture_bodies_are_queued(
     assert response.json() == {
         "queued": expected.queued(),
         "dropped": 0,
-        "companies": expected.companies,
         "unsorted": 0,
         "ignored": {},
     }
     assert await queued(redis, settings) == expected_queue(expected)
-    if expected.is_empty():  # companies: counted, never queued
+    if expected.is_empty():
         assert await namespace(redis, settings) == set()
     else:
         jobs = await ArqRedis(connection_pool=redis.connection_pool).queued_jobs(

@@ -81,7 +81,7 @@ def test_several_kinds_sparse_indices_any_order_account_last() -> None:
         lead_changes={11: 20, 12: 30, 5: 0},  # 5: an accepted incoming lead
         contact_changes={21: 0, 22: 0},
         contact_deletes={23},
-        companies=1,
+        company_deletes={24},
         unsorted=1,
         ignored=Counter({"task": 2, "leads[note]": 1}),
     )
@@ -206,3 +206,15 @@ def test_mutated_and_garbage_bodies_fail_cleanly(raw: bytes) -> None:
         assert all(0 < i <= MAX_ID for i in group)
     assert hints.restores["leads"] <= hints.changes["leads"].keys()
     assert hints.restores["contacts"] <= hints.changes["contacts"].keys()
+
+
+def test_companies_under_their_own_key_or_as_typed_contacts() -> None:
+    hints = parse_webhook(
+        b"companies[update][0][id]=7&companies[update][0][updated_at]=9"
+        b"&contacts[add][0][id]=8&contacts[add][0][type]=company"
+        b"&contacts[restore][0][id]=9&contacts[restore][0][type]=company"
+        b"&companies[delete][0][id]=10"
+    )
+    assert hints == flat(
+        company_changes={7: 9, 8: 0, 9: 0}, company_restores={9}, company_deletes={10}
+    )

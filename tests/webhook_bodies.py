@@ -10,6 +10,7 @@ from urllib.parse import quote, quote_plus
 
 from hypothesis import strategies as st
 
+from service.kinds import kind_named
 from service.sync.hints import Hints
 from service.web.webform import MAX_ID
 
@@ -25,14 +26,14 @@ def flat(**fields: Any) -> Hints:
     for name, value in fields.items():
         kind, _, what = name.partition("_")
         if what in ("changes", "deletes", "restores"):
-            getattr(hints, what)[kind + "s"] = value
+            getattr(hints, what)[kind_named(kind).name] = value
     return hints
 
 
 EXPECTED: dict[str, dict[str, Any]] = {
     "SYNTHETIC_two_leads_one_body": {"lead_changes": {24000101: 1748300000, 24000102: 1748300000}},
-    "company_add": {"companies": 1},
-    "company_delete": {"companies": 1},
+    "company_add": {"company_changes": {35000777: 1726576534}},
+    "company_delete": {"company_deletes": {35000777}},
     "contact_add": {"contact_changes": {35000501: 1748289231}},
     "contact_delete": {"contact_deletes": {35000501}},
     "contact_update": {"contact_changes": {35000501: 1748292937}},
@@ -124,17 +125,11 @@ def valid_cases(draw: st.DrawFn, account_id: int = 31000001) -> Case:
             if kind != "absent":
                 fields.append((f"{p}[type]", kind))
             fields.append((f"{p}[linked_leads_id][{draw(ids)}][ID]", "1"))
-        if kind == "company":
-            expected.companies += 1
-            continue
+        name = "leads" if top == "leads" else "companies" if kind == "company" else "contacts"
         changes, deletes, restores = (
-            (expected.changes["leads"], expected.deletes["leads"], expected.restores["leads"])
-            if top == "leads"
-            else (
-                expected.changes["contacts"],
-                expected.deletes["contacts"],
-                expected.restores["contacts"],
-            )
+            expected.changes[name],
+            expected.deletes[name],
+            expected.restores[name],
         )
         if action == "delete":
             deletes.add(ident)
@@ -142,12 +137,9 @@ def valid_cases(draw: st.DrawFn, account_id: int = 31000001) -> Case:
             changes[ident] = max(changes.get(ident, 0), lm)
             if action == "restore":
                 restores.add(ident)
-    for changes, deletes, restores in (
-        (expected.changes["leads"], expected.deletes["leads"], expected.restores["leads"]),
-        (expected.changes["contacts"], expected.deletes["contacts"], expected.restores["contacts"]),
-    ):
-        for ident in deletes - restores:
-            changes.pop(ident, None)
+    for name in ("leads", "contacts", "companies"):
+        for ident in expected.deletes[name] - expected.restores[name]:
+            expected.changes[name].pop(ident, None)
     seen_ignored: set[tuple[str, int]] = set()
     for _ in range(draw(st.integers(0 if used else 1, 3))):
         label, prefix = draw(st.sampled_from(IGNORED))

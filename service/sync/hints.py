@@ -85,7 +85,6 @@ class Hints:
     changes: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
     deletes: dict[str, set[int]] = dataclasses.field(default_factory=dict)
     restores: dict[str, set[int]] = dataclasses.field(default_factory=dict)
-    companies: int = 0
     unsorted: int = 0
     ignored: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
@@ -96,7 +95,7 @@ class Hints:
             self.restores.setdefault(k.name, set())
 
     def is_empty(self) -> bool:
-        """True when nothing in it is queued (e.g. companies or ignored kinds only)."""
+        """True when nothing in it is queued (e.g. ignored kinds only)."""
         return not any((*self.changes.values(), *self.deletes.values(), *self.restores.values()))
 
     def queued(self) -> dict[str, int]:

@@ -17,8 +17,9 @@ Rules of the parser (:func:`parse_webhook`):
 - Indices are any decimal numbers, in any order, not necessarily contiguous; several entity
   kinds and actions may share one body.
 - Each entity kind is declared in :mod:`service.kinds` with its webhook key (and, under the
-  shared ``contacts`` key, its ``type``). A contact record without ``type`` is a contact;
-  companies are recognised and counted, never queued.
+  shared ``contacts`` key, its ``type``). A contact record without ``type`` is a contact; a
+  ``type=company`` record is a company. A ``companies[<action>]`` key (not in Kommo's documented
+  layout, but cheap to accept) is read as companies too.
 - Other top-level kinds (``task``, ``talk``, ``message``, …) and other actions
   (``leads[note]``, ``contacts[note]``, …) are ignored and counted per record.
 - The account: every account id the body carries is collected (``account[id]`` and each
@@ -54,6 +55,7 @@ MAX_ID: Final = 2**53
 _ACTIONS: Final = {
     "leads": frozenset({"add", "update", "status", "responsible", "delete", "restore"}),
     "contacts": frozenset({"add", "update", "delete", "restore", "responsible"}),
+    "companies": frozenset({"add", "update", "delete", "restore", "responsible"}),
 }
 _FIELDS: Final = frozenset({"id", "last_modified", "updated_at", "type", "account_id"})
 _TYPES: Final = frozenset({"contact", "company"})
@@ -119,6 +121,8 @@ def _index(where: str, index: str) -> None:
 
 def _kind_for(top: str, type_: str | None) -> EntityKind | None:
     """The declared kind of a record under ``top`` with this ``type`` (None: not mirrored)."""
+    if top == "companies":
+        return _KINDS_BY_NAME["companies"]
     for kind in ENTITY_KINDS:
         if kind.webhook_key == top and kind.webhook_type in (None, type_ or "contact"):
             return kind
@@ -266,7 +270,7 @@ class _Parser:
         elif name == "account_id":
             self._account_id(where, value)
         elif name == "type":
-            if top == "contacts":
+            if top != "leads":
                 kind = _unquote(value)
                 if kind not in _TYPES:
                     raise WebhookParseError(f"{where} is not contact or company: {kind[:24]!r}")
@@ -282,9 +286,8 @@ class _Parser:
             if record.id is None:
                 raise WebhookParseError(f"{top}[{action}][{index}] has no id")
             kind = _kind_for(top, record.type)
-            if kind is None:
-                hints.companies += record.type == "company"
-                continue
+            if kind is None:  # every top key and type that reaches here names a mirrored kind
+                raise WebhookParseError(f"{top}[{action}][{index}] is of no mirrored kind")
             if action == "delete":
                 hints.deletes[kind.name].add(record.id)
                 continue

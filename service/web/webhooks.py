@@ -57,7 +57,7 @@ WEBHOOK_REQUEST_SECONDS = Histogram(
 )
 _IGNORED_LABELS: Final = frozenset(
     {
-        "task", "talk", "message", "customers", "catalogs", "companies",
+        "task", "talk", "message", "customers", "catalogs",
         "leads[note]", "contacts[note]", "customers[note]",
     }
 )  # fmt: skip
@@ -122,8 +122,6 @@ def _count(hints: Hints) -> None:
     for kind, number in hints.queued().items():
         if number:
             WEBHOOKS_RECEIVED.labels(kind).inc(number)
-    if hints.companies:
-        WEBHOOKS_RECEIVED.labels("companies").inc(hints.companies)
     if hints.unsorted:  # incoming-lead records; the lead ids they list are counted as leads
         WEBHOOKS_RECEIVED.labels("unsorted").inc(hints.unsorted)
     for kind, number in hints.ignored.items():
@@ -179,7 +177,7 @@ def webhook_routes(settings: Settings) -> list[Route]:
             return Response(status_code=400)
 
         _count(hints)
-        summary = {"queued": hints.queued(), "dropped": 0, "companies": hints.companies,
+        summary = {"queued": hints.queued(), "dropped": 0,
                    "unsorted": hints.unsorted, "ignored": dict(hints.ignored)}  # fmt: skip
         if hints.is_empty():
             return JSONResponse(summary)
