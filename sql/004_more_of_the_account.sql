@@ -144,6 +144,18 @@ CREATE INDEX leads_responsible_idx ON leads (account_id, responsible_user_id);
 CREATE INDEX leads_loss_reason_idx ON leads (account_id, loss_reason_id)
     WHERE loss_reason_id IS NOT NULL;
 
+-- What a lead showed before this release (sql/003): the quiet upgrade stores the new fields
+-- without a message only where this part is unchanged; a real change is published as ever.
+CREATE FUNCTION lead_shown_before_004(shown jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (shown - ARRAY['pipeline_name', 'status_name', 'responsible_user_name', 'companies',
+                          'loss_reason'])
+           || jsonb_build_object('contacts', COALESCE(
+                  (SELECT jsonb_agg(c - ARRAY['emails', 'unparsed_phones'] ORDER BY n)
+                   FROM jsonb_array_elements(shown->'contacts') WITH ORDINALITY AS x(c, n)),
+                  '[]'::jsonb))
+$$;
+
 -- How long each lead stayed in each stage it entered through a recorded change. The stage a lead
 -- was in before its first recorded change has no row (when it entered is unknown).
 CREATE VIEW lead_stage_durations AS
@@ -174,6 +186,8 @@ COMMENT ON TABLE contact_emails IS 'One row per e-mail value of a contact, raw a
 COMMENT ON TABLE custom_fields IS 'Custom field definitions of leads, contacts and companies';
 COMMENT ON TABLE custom_field_enums IS 'The options of select, multiselect, radiobutton and category fields';
 COMMENT ON TABLE custom_field_values IS 'One typed row per custom field value of a lead, contact or company; replaced whenever the entity is written';
+COMMENT ON FUNCTION lead_shown_before_004(jsonb) IS
+    'A lead''s shown object without the fields this release added (the quiet upgrade)';
 COMMENT ON TABLE loss_reasons IS 'Why leads were lost (GET /api/v4/leads/loss_reasons)';
 COMMENT ON TABLE lead_status_changes IS 'Stage history: one row per Kommo lead_status_changed event';
 COMMENT ON VIEW lead_stage_durations IS 'How long each lead stayed in each stage, from lead_status_changes';

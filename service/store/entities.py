@@ -24,8 +24,11 @@ def _select(column: Column) -> str:
 
 
 @functools.cache
-def upsert_sql(kind: EntityKind) -> str:
-    """``INSERT … ON CONFLICT DO UPDATE … WHERE`` for a batch of ``kind`` (one array a column)."""
+def upsert_sql(kind: EntityKind, rewrite: bool = False) -> str:
+    """``INSERT … ON CONFLICT DO UPDATE … WHERE`` for a batch of ``kind`` (one array a column).
+    ``rewrite``: write a row even when Kommo's object is the one stored (an upgrade fills side
+    tables an earlier release did not have from the same object)."""
+    unchanged = "" if rewrite else "\n  AND (t.raw IS DISTINCT FROM EXCLUDED.raw OR t.is_deleted)"
     names = [c.name for c in kind.columns]
     arrays = [f"${i + 3}::{_ARRAY[c.type]}[]" for i, c in enumerate(kind.columns)]
     n = len(kind.columns) + 3
@@ -40,8 +43,7 @@ FROM unnest($2::bigint[], {", ".join(arrays)}, ${n}::text[], ${n + 1}::text[])
 ON CONFLICT (account_id, id) DO UPDATE SET {sets},
     custom_fields = EXCLUDED.custom_fields, raw = EXCLUDED.raw,
     is_deleted = false, deleted_at = NULL, synced_at = now()
-WHERE EXCLUDED.updated_at >= t.updated_at
-  AND (t.raw IS DISTINCT FROM EXCLUDED.raw OR t.is_deleted)
+WHERE EXCLUDED.updated_at >= t.updated_at{unchanged}
   AND (NOT t.is_deleted OR t.id = ANY(${n + 2}::bigint[]) OR EXCLUDED.updated_at > t.deleted_at)
 RETURNING t.id"""
 
@@ -63,15 +65,16 @@ async def upsert(
     records: Sequence[Record],
     *,
     restored: Collection[int] = (),
+    rewrite: bool = False,
 ) -> list[Record]:
     """Upsert the entity rows; return the records actually written (their side tables are the
-    caller's next step: :mod:`service.store.links`)."""
+    caller's next step: :mod:`service.store.links`). ``rewrite``: see :func:`upsert_sql`."""
     rows = dedupe(records)
     if not rows:
         return []
     columns = [list(column) for column in zip(*(r.row for r in rows), strict=True)]
     written = await conn.fetch(
-        upsert_sql(kind),
+        upsert_sql(kind, rewrite),
         account_id,
         [r.id for r in rows],
         *columns,

@@ -215,11 +215,12 @@ _QUIET = (
 UPDATE leads l SET shown = c.shown
 FROM changed c
 WHERE l.account_id = $1 AND l.id = c.id AND c.old IS NOT NULL
+  AND lead_shown_before_004(c.old) = lead_shown_before_004(c.shown)
 RETURNING l.id
 """
 )
-"""Store what changed without a new version (an upgrade adding fields consumers will see on
-each lead's next change)."""
+"""Store, without a new version, what changed only in the fields sql/004 added (consumers see
+them on each lead's next change); a lead that changed in what it showed before is left."""
 
 
 async def refresh_leads(
@@ -260,16 +261,12 @@ async def refresh_leads(
 
 
 async def refresh_quietly(conn: Conn, account_id: int, lead_ids: Collection[int]) -> list[int]:
-    """Recompute what these leads show, storing it without a new version or a message (a schema
-    upgrade that only adds fields, see CHANGELOG.md). Returns the leads never shown before:
-    those need :func:`refresh_leads` (consumers must hear of them)."""
+    """Recompute what these leads show, storing it without a new version or a message where only
+    the fields this release added changed (a schema upgrade, see CHANGELOG.md). Returns the
+    other leads: never shown before, or really changed; those need :func:`refresh_leads`
+    (consumers must hear of them)."""
     if not lead_ids:
         return []
     wanted = sorted(set(lead_ids))
-    await conn.fetch(_QUIET, account_id, wanted)
-    rows = await conn.fetch(
-        "SELECT id FROM leads WHERE account_id = $1 AND id = ANY($2::bigint[]) AND shown IS NULL",
-        account_id,
-        wanted,
-    )
-    return [r["id"] for r in rows]
+    quiet = {r["id"] for r in await conn.fetch(_QUIET, account_id, wanted)}
+    return [i for i in wanted if i not in quiet]

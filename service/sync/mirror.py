@@ -66,7 +66,8 @@ class Batch:
     custom_fields: dict[str, list[CustomField]] = field(default_factory=dict)  # per kind
     tags: dict[str, list[TagRef]] = field(default_factory=dict)  # tag dictionaries, per kind
     status_changes: Sequence[Event] = ()  # lead_status_changed events (the stage history)
-    quiet: bool = False  # store what leads show without new versions (an upgrade adding fields)
+    quiet: bool = False  # an upgrade: rewrite every row (side tables an earlier release lacked);
+    # what leads show gains the new fields without new versions (a real change still publishes)
 
     def add(self, records: Iterable[Record]) -> None:
         for r in records:
@@ -204,6 +205,7 @@ class Mirror:
                 kind,
                 batch.records.get(kind.name, ()),
                 restored=batch.restored.get(kind.name, ()),
+                rewrite=batch.quiet,
             )
             changed = await links.replace_all(conn, acc, kind, rows, region)
             renamed += changed if kind is LEADS else []
