@@ -24,7 +24,6 @@ from typing import Any
 import asyncpg
 from tqdm import tqdm
 
-from service.kinds import CONTACTS, LEADS
 from service.kommo.budget import Priority
 from service.kommo.errors import KommoRejected
 from service.logs import configure_logging
@@ -93,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backfill", help="import the whole account now (resumable)")
     p.add_argument("--restart", action="store_true", help="start over instead of resuming")
     p.set_defaults(run=_backfill)
+
+    p = sub.add_parser(
+        "import-history", help="import the stage history Kommo still serves now (resumable)"
+    )
+    p.set_defaults(run=_import_history)
 
     p = sub.add_parser("status", help="cursors, lag, last reconcile, queue depth, budget")
     p.set_defaults(run=_status)
@@ -176,7 +180,7 @@ def _backfill(args: argparse.Namespace) -> int:
     async def go() -> int:
         from service.resources import open_sync_resources
         from service.sync import locks
-        from service.sync.backfill import Backfill
+        from service.sync.backfill import ORDER, Backfill
         from service.sync.mirror import Mirror, resolve_account_id
 
         async with open_sync_resources(settings) as res:
@@ -186,12 +190,45 @@ def _backfill(args: argparse.Namespace) -> int:
                     log.error("a backfill is already running in another process")
                     return 1
                 if sys.stderr.isatty():
-                    totals = {k.name: await backfill.pages(k) for k in (CONTACTS, LEADS)}
+                    totals = {k.name: await backfill.pages(k) for k in ORDER}
                     with _bars(totals) as tick:
                         progress = await backfill.run(restart=args.restart, tick=tick)
                 else:
                     progress = await backfill.run(restart=args.restart)
         _out(f"backfill {progress.stage}: {progress.rows} rows")
+        return 0
+
+    return _run(settings, go())
+
+
+def _import_history(args: argparse.Namespace) -> int:
+    settings = _settings(Needs.DATABASE | Needs.REDIS | Needs.KOMMO, "import-history")
+
+    async def go() -> int:
+        from service.resources import open_sync_resources
+        from service.sync import locks
+        from service.sync.history import HistoryImport
+        from service.sync.mirror import Mirror, resolve_account_id
+
+        async with open_sync_resources(settings) as res:
+            history = HistoryImport(Mirror(res, await resolve_account_id(res)))
+            async with locks.held(res.redis, res.keys.backfill_lock) as mine:
+                if not mine:
+                    log.error("an import is already running in another process")
+                    return 1
+                bar = tqdm(
+                    desc="stage history", unit="page", disable=not sys.stderr.isatty() or None
+                )
+                with bar:
+                    read = [0]
+
+                    def tick(page: int, events: int) -> None:
+                        read[0] += events
+                        bar.set_postfix(stage_changes=read[0], refresh=False)
+                        bar.update(1)
+
+                    progress = await history.run(tick=tick)
+        _out(f"history: {progress.events} stage changes in {progress.page - 1} pages")
         return 0
 
     return _run(settings, go())

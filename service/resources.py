@@ -114,6 +114,11 @@ def failure_of(exc: BaseException, settings: Settings) -> DependencyError | None
         return Unreachable(POSTGRES, postgres_address(settings), exc)
     if isinstance(exc, KommoUnavailable):
         return Unreachable(KOMMO, kommo_address(settings), exc)
+    lost = exc.__cause__ or exc.__context__
+    if isinstance(exc, redis_errors.WatchError) and lost is not None:
+        # redis-py turns a connection lost inside WATCH (arq's job pickup) into a WatchError
+        # raised while handling the ConnectionError
+        return failure_of(lost, settings)
     return None
 
 

@@ -10,14 +10,17 @@ import re
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis import exceptions as redis_errors
 
 from service.cli import main
+from service.resources import Unreachable, failure_of
+from service.settings import Needs, Settings
 from tests.children import child_env, running
 from tests.servers import PasswordPostgres, free_port, password_postgres, redis_server
 
 SECRET = "hunter2-never-in-logs"
-NEEDS_REDIS = ("web", "worker", "status", "backfill")
-EVERY = ("web", "worker", "status", "migrate", "backfill")
+NEEDS_REDIS = ("web", "worker", "status", "backfill", "import-history")
+EVERY = ("web", "worker", "status", "migrate", "backfill", "import-history")
 OPENINGS = ("web", "worker", "migrate")  # every other command opens what web opens
 
 
@@ -129,3 +132,17 @@ def test_help_documents_every_exit_code(capsys: pytest.CaptureFixture[str]) -> N
         ("5", "refused our credentials"),
     ]:
         assert re.search(rf"^\s+{code}\s+.*{meaning}", text, re.M), (code, text)
+
+
+def test_a_connection_lost_inside_watch_is_an_outage(env: dict[str, str]) -> None:
+    """arq picks up jobs under WATCH; redis-py reports a connection lost there as WatchError."""
+    settings = Settings.from_env(env, Needs.DATABASE | Needs.REDIS)
+    try:
+        try:
+            raise redis_errors.ConnectionError("Connection closed by server.")
+        except redis_errors.ConnectionError:
+            raise redis_errors.WatchError("A ConnectionError occurred on while watching")  # noqa: B904
+    except redis_errors.WatchError as lost:
+        failure = failure_of(lost, settings)
+    assert isinstance(failure, Unreachable) and failure.service == "Redis"
+    assert failure_of(redis_errors.WatchError("Watched variable changed."), settings) is None

@@ -116,5 +116,5 @@ async def test_status_with_a_token(
     body = response.json()
     assert body["reconcile"]["stale"] is False
     assert body["queue"]["hints_pending"] == 0
-    assert body["mirror"] == {"leads": 0, "contacts": 0, "latest_version": None}
+    assert body["mirror"] == {"leads": 0, "contacts": 0, "companies": 0, "latest_version": None}
     assert set(body) >= {"cursors", "kommo", "freshness_ms", "errors"}

@@ -41,7 +41,7 @@ async def test_push_queues_ids_and_sets_the_flag_once(redis: Redis, keys: Keys) 
 
 async def test_empty_hints_touch_nothing(redis: Redis, keys: Keys) -> None:
     assert (
-        await q.push(redis, keys, Hints(companies=3, ignored=Counter(task=1)))
+        await q.push(redis, keys, Hints(unsorted=3, ignored=Counter(task=1)))
     ).scheduled is False
     assert await _keys(redis, keys) == set()
 

@@ -24,6 +24,11 @@ async def test_status_reports_the_shared_state(
         report = await status.gather_status(res)
     assert report["cursors"]["leads"]["lag_seconds"] > 0
     assert report["cursors"]["backfill"]["state"]["stage"] == "done"
+    assert report["imports"] == {
+        "backfill": "done",
+        "upgrade": "not started",
+        "history": "not started",
+    }
     assert report["reconcile"]["stale"] is True
     assert report["kommo"]["responses_429"] == 2 and report["kommo"]["breaker"] is None
     assert report["freshness_ms"]["samples"] == 4 and report["freshness_ms"]["p50"] == 25.0

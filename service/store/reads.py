@@ -48,6 +48,7 @@ async def changes_after(
 class Counts:
     leads: int
     contacts: int
+    companies: int
     latest_version: int | None
 
 
@@ -55,10 +56,11 @@ async def counts(conn: Conn) -> Counts:
     row = await conn.fetchrow(
         """SELECT (SELECT count(*) FROM leads WHERE NOT is_deleted) AS leads,
                   (SELECT count(*) FROM contacts WHERE NOT is_deleted) AS contacts,
+                  (SELECT count(*) FROM companies WHERE NOT is_deleted) AS companies,
                   (SELECT max(version) FROM leads) AS version"""
     )
     assert row is not None
-    return Counts(row["leads"], row["contacts"], row["version"])
+    return Counts(row["leads"], row["contacts"], row["companies"], row["version"])
 
 
 async def mirrored_accounts(conn: Conn) -> set[int]:

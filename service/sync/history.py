@@ -1,9 +1,11 @@
 """The history import: every ``lead_status_changed`` event Kommo still serves, into
 ``lead_status_changes``, at the lowest priority.
 
-It starts once the backfill is done and reads the events feed up to the moment the backfill
-began (the reconcile records every change after that from the same feed), page by page, in a
-fixed window, so page numbers cannot drift. After each page is committed its number is saved:
+It starts once the backfill is done and reads the events feed up to the moment it starts (the
+reconcile, running by then, records every change after that from the same feed; an event both
+read is stored once), page by page, in that fixed window, so page numbers cannot drift. On a
+mirror upgraded from an earlier release, whose reconcile did not record moves, the window
+covers that release's time too. After each page is committed its number is saved:
 a crash resumes at the next page. Progress (pages, events) is in its cursor, shown by
 ``kommo-sync status``; ``kommo-sync import-history`` runs it in the foreground with a progress
 bar. Its calls go at ``Priority.HISTORY``: after webhooks, the reconcile and any backfill.
@@ -69,9 +71,8 @@ class HistoryImport:
     async def run(self, *, tick: Tick | None = None) -> HistoryProgress:
         p = await self.load()
         if p is None:
-            async with self.res.pool.acquire() as conn:
-                backfill = await cursors.get_cursor(conn, self.acc, "backfill")
-            p = HistoryProgress(up_to=backfill or int(time.time()), page=1)
+            p = HistoryProgress(up_to=int(time.time()), page=1)
+            await self.save(p)
         started = time.monotonic()
         while not p.done:
             events, more = await self.mirror.kommo.events_page(

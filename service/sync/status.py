@@ -61,6 +61,21 @@ async def reconcile_age(res: Resources) -> float | None:
     return None if last is None else max(0.0, time.time() - float(last))
 
 
+STREAMED = frozenset({"leads", "contacts", "companies", "events"})
+IMPORTS = {"backfill": "backfill", "upgrade_2": "upgrade", "history": "history"}
+"""The background imports' cursors (:mod:`service.sync.imports`) and how status names them."""
+
+
+def _import_state(state: dict[str, Any] | None) -> str:
+    """``not started``, ``done`` or where it is (``contacts page 12``, ``page 3``)."""
+    if not state:
+        return "not started"
+    if state.get("done") or state.get("stage") == "done":
+        return "done"
+    where = f"{state['stage']} " if "stage" in state else ""
+    return f"{where}page {state.get('page', 1)}"
+
+
 async def gather_status(res: Resources) -> dict[str, Any]:
     now = time.time()
     settings, redis, keys = res.settings, res.redis, res.keys
@@ -70,9 +85,9 @@ async def gather_status(res: Resources) -> dict[str, Any]:
     found = {}
     for _, name, value, state, saved_at in saved:
         entry: dict[str, Any] = {"value": value, "saved_at": saved_at.isoformat()}
-        if name in ("leads", "contacts", "events"):
+        if name in STREAMED:
             entry["lag_seconds"] = round(max(0.0, now - value), 1)
-        if name == "backfill":
+        if name in IMPORTS:
             entry["state"] = state
         found[name] = entry
     budget = RateBudget(redis, keys, settings.rate_limit)
@@ -92,9 +107,14 @@ async def gather_status(res: Resources) -> dict[str, Any]:
         "mirror": {
             "leads": counts.leads,
             "contacts": counts.contacts,
+            "companies": counts.companies,
             "latest_version": counts.latest_version,
         },
         "cursors": found,
+        "imports": {
+            label: _import_state(found.get(name, {}).get("state"))
+            for name, label in IMPORTS.items()
+        },
         "reconcile": {
             "last_seconds_ago": None if age is None else round(age, 1),
             "interval": settings.reconcile_interval,
