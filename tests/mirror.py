@@ -219,6 +219,14 @@ async def _field_values(conn: asyncpg.Connection, sim: Simulator) -> list[str]:
             r["enum_code"],
         )
         got.setdefault((r["entity_type"], r["entity_id"]), []).append(typed)
+    alive = {
+        (r["kind"], r["id"])
+        for r in await conn.fetch(
+            """SELECT 'leads' AS kind, id FROM leads WHERE NOT is_deleted
+               UNION ALL SELECT 'contacts', id FROM contacts WHERE NOT is_deleted
+               UNION ALL SELECT 'companies', id FROM companies WHERE NOT is_deleted"""
+        )
+    }
     out: list[str] = []
     for kind, entities in (
         ("leads", sim.leads),
@@ -226,8 +234,8 @@ async def _field_values(conn: asyncpg.Connection, sim: Simulator) -> list[str]:
         ("companies", sim.companies),
     ):
         for eid, entity in entities.items():
-            if entity.get("is_deleted"):
-                continue
+            if entity.get("is_deleted") or (kind, eid) not in alive:
+                continue  # a missing or tombstoned entity is reported as such
             want = sorted(_expected_values(entity))
             if got.get((kind, eid), []) != want:
                 out.append(f"{kind} {eid}: field values {got.get((kind, eid))} != {want}")

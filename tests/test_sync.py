@@ -278,9 +278,9 @@ async def test_faulty_kommo_loses_nothing(
     transport = httpx.ASGITransport(app=sim.app)
     async with open_sync_resources(kommo_settings, kommo_transport=transport) as res:
         mirror = Mirror(res, sim.config.account_id)
-        from service.sync.backfill import Backfill  # the import path the worker uses
+        from service.sync.imports import Imports  # what the worker runs: backfill, history
 
-        await Backfill(mirror).run()
+        await Imports(mirror).run()
         rng = random.Random(3)
         for _ in range(100):
             random_mutation(sim, rng)
