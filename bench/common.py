@@ -377,8 +377,7 @@ def sim_args(
         "kommo_sim",
         "--port",
         str(port),
-        "--token",
-        token,
+        f"--token={token}",  # a token may start with "-"
         "--leads",
         str(leads),
         "--contacts",

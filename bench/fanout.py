@@ -306,8 +306,7 @@ async def phase(name: str, n: int, stalled: bool, ctx: dict[str, Any]) -> list[d
         ctx["redis_url"],
         "--channel",
         ctx["channel"],
-        "--token",
-        ctx["token"],
+        f"--token={ctx['token']}",  # a token may start with "-"
         *(["--stalled"] * stalled),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

@@ -115,7 +115,7 @@ async def _round(port: int, sockets: int, token: str, http: Any, pid: int) -> di
         PYTHON,
         __file__,
         "_clients",
-        *("--port", str(port), "--sockets", str(sockets), "--token", token),
+        *("--port", str(port), "--sockets", str(sockets), f"--token={token}"),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )

@@ -287,8 +287,7 @@ def _run(sup: Supervisor, p: Plan, started: float) -> None:
                 "kommo_sim",
                 "--port",
                 str(p.sim_port),
-                "--token",
-                env["KOMMO_TOKEN"],
+                f"--token={env['KOMMO_TOKEN']}",  # a token may start with "-"
                 "--seed",
                 "1",
                 *SIM_ARGS,
