@@ -131,27 +131,16 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
     pool = await _connect(settings)
     redis: Redis = Redis.from_url(settings.redis_dsn)
     try:
-        async with pool.acquire() as conn:
-            taken = await store.clashing(conn, args.account_id or 0, subdomain, base_url)
-        if taken is not None and taken.state != "uninstalled":
-            raise AccountError(f"account {taken.id} ({taken.subdomain}) is already registered")
-        credential = await _credential(args, settings, base_url)
-        found, opened = await registry.opened_account(
-            settings, redis, base_url, credential.access_token
-        )
-        if opened != subdomain or args.account_id not in (None, found):
-            wanted = f"{args.account_id} ({subdomain})" if args.account_id else subdomain
-            raise AccountError(
-                f"the credential opens account {found} ({opened}), not {wanted}; "
-                "nothing was registered"
-            )
-        done = await registry.register(
+        async with pool.acquire() as conn:  # before a code is spent
+            await registry.check_free(conn, settings, subdomain, base_url, args.account_id)
+        done = await registry.add(
             pool,
+            redis,
             settings,
-            account_id=found,
             subdomain=subdomain,
             base_url=base_url,
-            credential=credential,
+            credential=await _credential(args, settings, base_url),
+            account_id=args.account_id,
             rate_limit=args.rate_limit,
         )
     finally:

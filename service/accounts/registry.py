@@ -118,6 +118,55 @@ async def opened_account(
     return int(data["id"]), str(data.get("subdomain") or "").lower()
 
 
+async def check_free(
+    conn: Conn, settings: Settings, subdomain: str, base_url: str, account_id: int | None = None
+) -> None:
+    """:class:`AccountError` unless an account with this subdomain, base URL (or id) could be
+    registered: not the environment's own, not registered already (an uninstalled one may be
+    installed again)."""
+    if own_account(settings, account_id or 0, subdomain, base_url):
+        raise AccountError(f"{subdomain} is the environment's own account (KOMMO_SUBDOMAIN)")
+    taken = await store.clashing(conn, account_id or 0, subdomain, base_url)
+    if taken is not None and taken.state != "uninstalled":
+        raise AccountError(f"account {taken.id} ({taken.subdomain}) is already registered")
+
+
+async def add(
+    pool: asyncpg.Pool,
+    redis: Redis,
+    settings: Settings,
+    *,
+    subdomain: str,
+    base_url: str,
+    credential: Credential,
+    account_id: int | None = None,
+    rate_limit: float = DEFAULT_RATE_LIMIT,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Registered:
+    """Register the account ``subdomain`` at ``base_url`` after checking that ``credential``
+    opens it (and, given ``account_id``, that account id): nothing is written otherwise."""
+    require_box(settings)
+    async with pool.acquire() as conn:
+        await check_free(conn, settings, subdomain, base_url, account_id)
+    found, opened = await opened_account(
+        settings, redis, base_url, credential.access_token, transport=transport
+    )
+    if opened != subdomain or account_id not in (None, found):
+        wanted = f"{account_id} ({subdomain})" if account_id else subdomain
+        raise AccountError(
+            f"the credential opens account {found} ({opened}), not {wanted}; nothing was registered"
+        )
+    return await register(
+        pool,
+        settings,
+        account_id=found,
+        subdomain=subdomain,
+        base_url=base_url,
+        credential=credential,
+        rate_limit=rate_limit,
+    )
+
+
 async def register(
     pool: asyncpg.Pool,
     settings: Settings,
