@@ -25,12 +25,14 @@ from service.accounts.registry import AccountError, Credential
 from service.accounts.secrets import new_key, require_box
 from service.accounts.state import states_of
 from service.keys import Keys
+from service.kommo.errors import KommoUnavailable
 from service.kommo.oauth import request_tokens
+from service.resources import KOMMO, Unreachable, address
 from service.settings import IntegrationSettings, Needs, Secret, Settings
 from service.store import accounts as store
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
-DB, KOMMO = Needs.DATABASE, Needs.DATABASE | Needs.REDIS
+DB, DB_REDIS = Needs.DATABASE, Needs.DATABASE | Needs.REDIS
 
 
 def _out(text: str) -> None:
@@ -51,7 +53,9 @@ def _command(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(required=True, metavar="ACTION")
-    p = _command(sub, "add", "register an account (checks the credential against it)", _add, KOMMO)
+    p = _command(
+        sub, "add", "register an account (checks the credential against it)", _add, DB_REDIS
+    )
     p.add_argument("--subdomain", required=True, help="the account's Kommo subdomain")
     p.add_argument("--base-url", help="API base URL (default https://{subdomain}.kommo.com)")
     p.add_argument("--account-id", type=int, help="refuse unless the credential opens this id")
@@ -133,16 +137,21 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
     try:
         async with pool.acquire() as conn:  # before a code is spent
             await registry.check_free(conn, settings, subdomain, base_url, args.account_id)
-        done = await registry.add(
-            pool,
-            redis,
-            settings,
-            subdomain=subdomain,
-            base_url=base_url,
-            credential=await _credential(args, settings, base_url),
-            account_id=args.account_id,
-            rate_limit=args.rate_limit,
-        )
+        try:
+            credential = await _credential(args, settings, base_url)
+            done = await registry.add(
+                pool,
+                redis,
+                settings,
+                subdomain=subdomain,
+                base_url=base_url,
+                credential=credential,
+                account_id=args.account_id,
+                rate_limit=args.rate_limit,
+            )
+        except KommoUnavailable as exc:  # named by the account's host, not the environment's
+            port = 443 if base_url.startswith("https:") else 80
+            raise Unreachable(KOMMO, address(base_url, port), exc) from exc
     finally:
         await redis.aclose()
         await pool.close()
