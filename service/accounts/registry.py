@@ -25,6 +25,7 @@ from service.accounts.lifetime import token_expiry
 from service.accounts.secrets import SecretBox, digest, new_secret, require_box
 from service.kommo.budget import Priority
 from service.kommo.client import kommo_client
+from service.kommo.errors import KommoUnavailable
 from service.kommo.oauth import TokenGrant
 from service.kommo.tokens import StaticToken
 from service.settings import IntegrationSettings, Secret, Settings
@@ -115,7 +116,10 @@ async def opened_account(
         target, redis, None, transport=transport, tokens=lambda _: token
     ) as kommo:
         data = await kommo.account(priority=Priority.WEBHOOK)
-    return int(data["id"]), str(data.get("subdomain") or "").lower()
+    subdomain = str(data.get("subdomain") or "").lower()
+    if not isinstance(data.get("id"), int) or not _SUBDOMAIN.match(subdomain):
+        raise KommoUnavailable("GET /api/v4/account: the answer lacks the id or the subdomain")
+    return int(data["id"]), subdomain
 
 
 async def check_free(
