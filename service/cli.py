@@ -119,6 +119,17 @@ def _parser() -> argparse.ArgumentParser:
         "--url", help="public base URL of the web process, e.g. https://sync.example.com"
     )
     p.set_defaults(run=_webhooks)
+
+    p = sub.add_parser(
+        "accounts",
+        help="the registry of more accounts: add, list, disable, enable, remove, tokens, keys",
+        description="Register and manage the Kommo accounts this deployment mirrors besides "
+        'the environment\'s own (docs/operations.md, "Many accounts").',
+    )
+    from service.accounts.commands import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(run=_accounts)
     return parser
 
 
@@ -323,3 +334,13 @@ def _webhooks(args: argparse.Namespace) -> int:
         return 0 if verdict.ok else 1
 
     return _run(settings, go())
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    from service.accounts.registry import AccountError
+
+    settings = _settings(args.needs, "accounts")
+    try:
+        return _run(settings, args.command(args, settings))
+    except AccountError as exc:
+        return _stop(str(exc), 1)

@@ -17,6 +17,7 @@ spells a key literal.
 ``backfill:lock``                          the one backfill at a time
 ``sync:stopped``                           set when Kommo refused the credential
 ``webhook:checked``                        the subscription check ran recently
+``oauth:state:<nonce>``                    an OAuth install ``state`` already used (single use)
 ``stats``, ``stats:freshness``, ``stats:errors``  deployment-wide counters and samples
 =========================================  ===================================================
 """
@@ -95,6 +96,10 @@ class Keys:
     @property
     def reconcile_runs(self) -> str:
         return self._k("reconcile:runs")
+
+    def oauth_state(self, nonce: str) -> str:
+        """Set (NX, with the state's lifetime) when an install's ``state`` is first used."""
+        return self._k(f"oauth:state:{nonce}")
 
     # --- the webhook hint queue (see service.sync.hints) -------------------------------------
     @property

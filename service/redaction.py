@@ -12,8 +12,8 @@ that logger's records at the source, for any handler. It rewrites the rendered m
 - the password of a URL (``postgresql://user:***@host``) and the webhook secret of
   ``/webhooks/kommo/<secret>``;
 - every configured secret value of at least :data:`MIN_SECRET_LENGTH` characters (consumer
-  tokens, ``KOMMO_TOKEN``, the webhook secret, the OAuth secrets, DSN passwords), wherever it
-  appears, exception text included.
+  tokens, ``KOMMO_TOKEN``, the webhook secret, the OAuth secrets, each ``SECRETS_KEY`` key, DSN
+  passwords), wherever it appears, exception text included.
 
 The websockets library's DEBUG dumps of frames (``< TEXT '…' [n bytes]``) are dropped: a frame is
 cut at 75 characters, which could leave part of a secret no rule recognises, and the server's
@@ -117,6 +117,10 @@ def _is_frame_dump(record: logging.LogRecord) -> bool:
 def secret_values(settings: Settings) -> list[str]:
     """Every secret the settings hold, as plain strings (for :class:`Redactor` only)."""
     secrets: list[Secret | None] = [settings.kommo_token, settings.webhook_secret]
+    if settings.secrets_key is not None:
+        secrets += [Secret(key) for key in settings.secrets_key.value.split(",")]
+    if settings.integration is not None:
+        secrets.append(settings.integration.client_secret)
     if settings.oauth is not None:
         oauth = settings.oauth
         secrets += [oauth.client_secret, oauth.auth_code, oauth.refresh_token]

@@ -6,6 +6,8 @@ names the variable and never includes the value (values may be secrets).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 from collections.abc import Mapping
 from enum import Flag, auto
@@ -65,6 +67,17 @@ class Tokens(frozenset[str]):
 
 
 @dataclasses.dataclass(frozen=True)
+class IntegrationSettings:
+    """The deployment's Kommo integration (``KOMMO_CLIENT_ID``, ``KOMMO_CLIENT_SECRET``,
+    ``KOMMO_REDIRECT_URI``): a public integration installs accounts with it
+    (:mod:`service.accounts.install`), and registered OAuth accounts refresh with it."""
+
+    client_id: str
+    client_secret: Secret
+    redirect_uri: str
+
+
+@dataclasses.dataclass(frozen=True)
 class OAuthSettings:
     client_id: str
     client_secret: Secret
@@ -97,6 +110,9 @@ class Settings:
     kommo_subdomain: str | None = None
     purge_deleted_after_days: int | None = None
     hint_queue_max: int = DEFAULT_HINT_QUEUE_MAX
+    secrets_key: Secret | None = None  # SECRETS_KEY: Fernet keys, comma-separated, newest first
+    integration: IntegrationSettings | None = None
+    oauth_hosts: tuple[str, ...] = ()  # KOMMO_OAUTH_HOSTS: more hosts an install may name
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], needs: Needs = Needs.NOTHING) -> Settings:
@@ -111,10 +127,15 @@ class Settings:
                 raise ConfigError("KOMMO_SUBDOMAIN", "must be a bare subdomain (e.g. examplecorp)")
             base = base or f"https://{sub}.kommo.com"
         token = r.secret("KOMMO_TOKEN")
-        oauth = _read_oauth(r)
+        integration = _read_integration(r)
+        oauth = _read_oauth(r, integration)
         if Needs.KOMMO in needs:
             if base is None:
                 raise ConfigError("KOMMO_SUBDOMAIN", "is required (or KOMMO_BASE_URL)")
+            if token is None and oauth is None and integration is not None:
+                raise ConfigError(
+                    "KOMMO_AUTH_CODE", "or KOMMO_REFRESH_TOKEN is required with OAuth"
+                )
             if token is None and oauth is None:
                 raise ConfigError("KOMMO_TOKEN", "is required (or the KOMMO_CLIENT_* OAuth set)")
 
@@ -164,6 +185,9 @@ class Settings:
             purge_deleted_after_days=r.integer("PURGE_DELETED_AFTER_DAYS", None, low=1, high=36500),
             hint_queue_max=r.integer("HINT_QUEUE_MAX", DEFAULT_HINT_QUEUE_MAX, low=250)
             or DEFAULT_HINT_QUEUE_MAX,
+            secrets_key=_read_secrets_key(r),
+            integration=integration,
+            oauth_hosts=_read_oauth_hosts(r),
         )
 
     @property
@@ -179,7 +203,7 @@ class Settings:
         return self.redis_url.value
 
 
-def _read_oauth(r: _Reader) -> OAuthSettings | None:
+def _read_integration(r: _Reader) -> IntegrationSettings | None:
     client_id = r.text("KOMMO_CLIENT_ID")
     if client_id is None:
         return None
@@ -189,10 +213,59 @@ def _read_oauth(r: _Reader) -> OAuthSettings | None:
     redirect = r.url_plain("KOMMO_REDIRECT_URI")
     if redirect is None:
         raise ConfigError("KOMMO_REDIRECT_URI", "is required with KOMMO_CLIENT_ID")
+    return IntegrationSettings(client_id, client_secret, redirect)
+
+
+def _read_oauth(r: _Reader, integration: IntegrationSettings | None) -> OAuthSettings | None:
+    """The environment account's OAuth: the integration and a code or refresh token to start
+    from. Without either the integration only installs registered accounts."""
+    if integration is None:
+        return None
     code, refresh = r.secret("KOMMO_AUTH_CODE"), r.secret("KOMMO_REFRESH_TOKEN")
     if code is None and refresh is None:
-        raise ConfigError("KOMMO_AUTH_CODE", "or KOMMO_REFRESH_TOKEN is required with OAuth")
-    return OAuthSettings(client_id, client_secret, redirect, code, refresh)
+        return None
+    return OAuthSettings(
+        integration.client_id, integration.client_secret, integration.redirect_uri, code, refresh
+    )
+
+
+def _read_secrets_key(r: _Reader) -> Secret | None:
+    """``SECRETS_KEY``: one or more Fernet keys (32 bytes, url-safe base64), newest first."""
+    value = r.text("SECRETS_KEY")
+    if value is None:
+        return None
+    keys = [k.strip() for k in value.split(",") if k.strip()]
+    for key in keys:
+        try:
+            raw = base64.urlsafe_b64decode(key.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                "SECRETS_KEY",
+                "must be comma-separated Fernet keys (url-safe base64 of 32 bytes; "
+                "`kommo-sync accounts new-key` makes one)",
+            )
+    return Secret(",".join(keys)) if keys else None
+
+
+def _read_oauth_hosts(r: _Reader) -> tuple[str, ...]:
+    """``KOMMO_OAUTH_HOSTS``: ``host[:port]`` (https) or ``http://host[:port]`` (a simulator)."""
+    hosts = []
+    for entry in (r.text("KOMMO_OAUTH_HOSTS") or "").split(","):
+        entry = entry.strip().lower().rstrip("/")
+        if not entry:
+            continue
+        plain = entry.removeprefix("http://").removeprefix("https://")
+        parts = urlsplit("//" + plain)
+        try:
+            port_ok = parts.port is None or 0 < parts.port < 65536
+        except ValueError:
+            port_ok = False
+        if not parts.hostname or parts.netloc != plain or not port_ok or "@" in plain:
+            raise ConfigError("KOMMO_OAUTH_HOSTS", "must be comma-separated host[:port] entries")
+        hosts.append(entry.removeprefix("https://"))
+    return tuple(hosts)
 
 
 class _Reader:

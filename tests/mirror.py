@@ -12,6 +12,7 @@ from kommo_sim import Simulator
 from service.emails import normalize_email
 from service.kommo.parse import phones_of
 from service.phones import normalize_phone
+from service.store import Conn
 
 NUMBER_TYPES = frozenset({"numeric", "price", "monetary"})
 DATE_TYPES = frozenset({"date", "date_time", "birthday"})
@@ -32,7 +33,7 @@ async def differences(
 
 
 async def differences_on(
-    conn: asyncpg.Connection, sim: Simulator, limit: int = 10, *, history: bool = True
+    conn: Conn, sim: Simulator, limit: int = 10, *, history: bool = True
 ) -> list[str]:
     """:func:`differences` read on one connection (inside its transaction, if any)."""
     out = await _leads_and_contacts(conn, sim)
@@ -44,7 +45,7 @@ async def differences_on(
     return out[:limit]
 
 
-async def _leads_and_contacts(conn: asyncpg.Connection, sim: Simulator) -> list[str]:
+async def _leads_and_contacts(conn: Conn, sim: Simulator) -> list[str]:
     acc = sim.config.account_id
     out: list[str] = []
     leads = {r["id"]: r for r in await conn.fetch("SELECT * FROM leads WHERE account_id = $1", acc)}
@@ -167,7 +168,7 @@ async def _leads_and_contacts(conn: asyncpg.Connection, sim: Simulator) -> list[
     return out
 
 
-async def _companies(conn: asyncpg.Connection, sim: Simulator) -> list[str]:
+async def _companies(conn: Conn, sim: Simulator) -> list[str]:
     rows = {r["id"]: r for r in await conn.fetch("SELECT * FROM companies")}
     tags = _group(await conn.fetch("SELECT company_id, tag_id FROM company_tags"))
     phones: dict[int, list[str | None]] = {}
@@ -197,7 +198,7 @@ async def _companies(conn: asyncpg.Connection, sim: Simulator) -> list[str]:
     return out
 
 
-async def _field_values(conn: asyncpg.Connection, sim: Simulator) -> list[str]:
+async def _field_values(conn: Conn, sim: Simulator) -> list[str]:
     """``custom_field_values`` against what the API shows, typed here from the field's type."""
     got: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
     for r in await conn.fetch(
@@ -258,7 +259,7 @@ def _expected_values(entity: dict[str, Any]) -> list[tuple[Any, ...]]:
     return rows
 
 
-async def _dictionaries(conn: asyncpg.Connection, sim: Simulator) -> list[str]:
+async def _dictionaries(conn: Conn, sim: Simulator) -> list[str]:
     out: list[str] = []
     fields = {
         (r["entity_type"], r["id"]): (r["name"], r["type"], r["code"])
@@ -292,7 +293,7 @@ async def _dictionaries(conn: asyncpg.Connection, sim: Simulator) -> list[str]:
     return out
 
 
-async def _stage_history(conn: asyncpg.Connection, sim: Simulator) -> list[str]:
+async def _stage_history(conn: Conn, sim: Simulator) -> list[str]:
     got = {
         r["event_id"]: (
             r["lead_id"],

@@ -14,8 +14,7 @@ import httpx
 import pytest
 import uvicorn
 
-from kommo_sim import SimConfig, Simulator
-from kommo_sim.config import RateLimitConfig
+from kommo_sim import RateLimitConfig, SimConfig, Simulator
 from service.resources import open_sync_resources
 from service.settings import Settings
 from service.sync.history import HistoryImport

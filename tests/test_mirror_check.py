@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from kommo_sim import SimConfig, Simulator
-from kommo_sim.config import RateLimitConfig
+from kommo_sim import RateLimitConfig, SimConfig, Simulator
 from service.settings import Settings
 from tests.engine import SIM_TOKEN, kommo_settings_for, run_worker_burst
 from tests.mirror import differences_on

@@ -13,8 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from kommo_sim import SimConfig, Simulator
-from kommo_sim.config import RateLimitConfig
+from kommo_sim import RateLimitConfig, SimConfig, Simulator
 from service.kommo.parse import phones_of
 from service.phones import normalize_phone
 from service.settings import Settings

@@ -12,8 +12,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from kommo_sim import SimConfig, Simulator
-from kommo_sim.config import RateLimitConfig
+from kommo_sim import RateLimitConfig, SimConfig, Simulator
 from service.keys import Keys
 from service.resources import open_sync_resources
 from service.settings import Settings

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from service.accounts.secrets import cipher_for
 from service.keys import Keys
 from service.kinds import EntityKind
 from service.kommo import parse
@@ -277,8 +278,12 @@ async def kommo_client(
     transport: httpx.AsyncBaseTransport | None = None,
     budget: RateBudget | None = None,
     retry: RetryPolicy | None = None,
+    tokens: Callable[[httpx.AsyncClient], TokenSource] | None = None,
 ) -> AsyncIterator[KommoClient]:
-    """The process's client: one httpx connection pool, the shared budget, the credential."""
+    """The process's client: one httpx connection pool, the shared budget, the credential.
+
+    ``tokens`` builds the credential from the client's httpx client instead of the settings'
+    (a registered account's, :func:`service.accounts.credentials.account_client`)."""
     if settings.kommo_base_url is None:
         raise ConfigError("KOMMO_SUBDOMAIN", "is required (or KOMMO_BASE_URL)")
     timeout = httpx.Timeout(30.0, connect=10.0)
@@ -288,12 +293,16 @@ async def kommo_client(
         timeout=timeout,
         headers={"User-Agent": "kommo-sync/0.1"},
     ) as http:
-        tokens: TokenSource
-        if settings.kommo_token is not None:
-            tokens = StaticToken(settings.kommo_token.value)
+        source: TokenSource
+        if tokens is not None:
+            source = tokens(http)
+        elif settings.kommo_token is not None:
+            source = StaticToken(settings.kommo_token.value)
         elif settings.oauth is not None and pool is not None:
-            tokens = OAuthTokens(pool, http, settings.kommo_base_url, settings.oauth)
+            source = OAuthTokens(
+                pool, http, settings.kommo_base_url, settings.oauth, cipher=cipher_for(settings)
+            )
         else:
             raise ConfigError("KOMMO_TOKEN", "is required (or the KOMMO_CLIENT_* OAuth set)")
         budget = budget or RateBudget(redis, Keys.of(settings), settings.rate_limit)
-        yield KommoClient(Wire(http, budget, tokens, retry=retry or RetryPolicy()))
+        yield KommoClient(Wire(http, budget, source, retry=retry or RetryPolicy()))

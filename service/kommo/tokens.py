@@ -19,13 +19,16 @@ class TokenSource(Protocol):
 class StaticToken:
     """A long-lived token: never refreshed; a 401 means it expired or was revoked."""
 
-    def __init__(self, token: str) -> None:
-        self._token = token
+    def __init__(self, token: str, *, name: str = "KOMMO_TOKEN") -> None:
+        self._token, self._name = token, name  # name: what the error calls the token
+
+    def __repr__(self) -> str:
+        return f"StaticToken(<{self._name} hidden>)"
 
     async def access_token(self) -> str:
         return self._token
 
     async def refresh(self, rejected: str) -> str:
         raise KommoAuthError(
-            "Kommo rejected KOMMO_TOKEN (HTTP 401): expired or revoked", status=401
+            f"Kommo rejected {self._name} (HTTP 401): expired or revoked", status=401
         )
