@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -182,9 +183,12 @@ async def check_webhook(ctx: dict[str, Any]) -> bool:
 
 
 async def _check_webhook(w: Worker) -> bool:
-    if await stopped(w.res):
+    """One worker checks per round; the others export NaN, so that the deployment's
+    ``webhook_subscription_ok`` is the last checker's verdict (``min`` ignores NaN)."""
+    if await stopped(w.res) or not await w.res.redis.set(
+        w.res.keys.webhook_checked, b"1", nx=True, ex=240
+    ):  # stopped, or another worker checked within the last few minutes
+        subscription.SUBSCRIPTION_OK.set(math.nan)
         return False
-    if not await w.res.redis.set(w.res.keys.webhook_checked, b"1", nx=True, ex=240):
-        return False  # another worker checked within the last few minutes
     url = subscription.destination(w.res.settings)
     return (await subscription.heal(w.res.kommo, url)).ok
