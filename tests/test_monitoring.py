@@ -11,6 +11,7 @@ panels must fit Grafana's grid; each alert names a section of docs/operations.md
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import re
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.promql import exported_series, metric_names, unknown
 
@@ -146,6 +148,57 @@ async def test_series_names_follow_the_metric_type(exposition: str) -> None:
         assert exported["lead_update_freshness_seconds" + suffix] == "histogram"
     assert "lead_update_freshness_seconds" not in exported
     assert "reconcile_age_seconds_total" not in exported
+
+
+def _label_sets(exposition: str, name: str) -> set[frozenset[tuple[str, str]]]:
+    return {
+        frozenset(sample.labels.items())
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "labels"),
+    [
+        (
+            "worker_jobs_total",
+            {
+                "job": ("process_hints", "reconcile", "publish_outbox", "purge_deleted")
+                + ("backfill", "check_webhook"),
+                "outcome": ("ok", "error", "unavailable", "blocked", "auth_error"),
+            },
+        ),
+        (
+            "webhooks_rejected_total",
+            {
+                "reason": ("bad_secret", "too_large", "unparseable", "unsupported_type")
+                + ("wrong_account",)
+            },
+        ),
+        (
+            "lead_updates_published_total",
+            {
+                "source": ("webhook", "reconcile", "backfill"),
+                "action": ("created", "updated", "deleted", "restored"),
+            },
+        ),
+        ("kommo_breaker_open", {"reason": ("blocked", "unpaid")}),
+    ],
+)
+async def test_known_label_values_are_exported_before_their_first_increment(
+    exposition: str, name: str, labels: dict[str, tuple[str, ...]]
+) -> None:
+    """A series that appears at 1 has no increase(): the counters the rules read with
+    increase() or rate() export every known combination from the start."""
+    found = _label_sets(exposition, name)
+    keys = list(labels)
+    wanted = {
+        frozenset(zip(keys, values, strict=True)) for values in itertools.product(*labels.values())
+    }
+    missing = wanted - found
+    assert not missing, sorted(sorted(m) for m in missing)
 
 
 @pytest.mark.parametrize(

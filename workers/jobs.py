@@ -4,12 +4,13 @@ outside world (errors counted and recorded, a refused credential stops every job
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import asyncpg
 from prometheus_client import Counter
@@ -20,12 +21,26 @@ from service.resources import KOMMO, Outages, SyncResources, failure_of, kommo_a
 from service.sync import locks, outbox, retention, status, subscription
 from service.sync.backfill import Backfill
 from service.sync.drain import Drain
-from service.sync.mirror import Mirror
+from service.sync.mirror import LEAD_UPDATES, Mirror
 from service.sync.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 
+Job = Literal[
+    "process_hints", "reconcile", "publish_outbox", "purge_deleted", "backfill", "check_webhook"
+]
+Outcome = Literal["ok", "error", "unavailable", "blocked", "auth_error"]
 JOBS = Counter("worker_jobs_total", "jobs run by this worker", ["job", "outcome"])
+
+# Counters of known label values are exported at 0 from the start, so that increase() and
+# rate() see their first increment (a series that appears at 1 has no increase). The values
+# of lead_update's source and action are the contract's (shared/design.md).
+for _labels in itertools.product(get_args(Job), get_args(Outcome)):
+    JOBS.labels(*_labels)
+for _labels in itertools.product(
+    ("webhook", "reconcile", "backfill"), ("created", "updated", "deleted", "restored")
+):
+    LEAD_UPDATES.labels(*_labels)
 
 
 @dataclass(frozen=True)
@@ -45,7 +60,7 @@ def worker_of(ctx: dict[str, Any]) -> Worker:
 
 
 @contextlib.asynccontextmanager
-async def job_edge(w: Worker, job: str) -> AsyncIterator[None]:
+async def job_edge(w: Worker, job: Job) -> AsyncIterator[None]:
     """Where a job meets the outside world: count it, record errors, stop on a dead credential.
 
     Work left undone stays queued (hints) or uncommitted (cursors) and is retried next time.
