@@ -23,6 +23,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ExceptionHandler
 from starlette.websockets import WebSocket
 
+from service import setting_gauges
 from service.gateway.hub import Hub
 from service.resources import POSTGRES_DOWN, REDIS_DOWN, Outages, failure_of, open_resources
 from service.settings import Settings
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
+        setting_gauges.export(settings)
         async with open_resources(settings) as res:
             await hub.start(res.pool)
             try:
