@@ -310,6 +310,14 @@ def test_the_dashboard_covers_the_issue() -> None:
         "ws_dropped_slow_total",
         "worker_jobs_total",
         "lead_outbox_swept_total",
+        "kommo_breaker_open",
+        "webhook_subscription_ok",
+        "webhook_resubscriptions_total",
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "reconcile_interval_seconds",
+        "kommo_rate_limit_per_second",
+        "hint_queue_max",
     } <= used
 
 
@@ -337,6 +345,24 @@ def test_every_alert_says_what_to_do() -> None:
         assert page == "docs/operations.md", rule["alert"]
         assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in {page}"
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+
+
+@pytest.mark.parametrize(
+    ("alert", "setting"),
+    [
+        ("KommoSyncReconcileStale", "reconcile_interval_seconds"),
+        ("KommoSyncBudgetSaturated", "kommo_rate_limit_per_second"),
+        ("KommoSyncHintQueueNearCap", "hint_queue_max"),
+        ("KommoSyncKommoBlocked", "kommo_breaker_open"),
+        ("KommoSyncWebhookSubscriptionBroken", "webhook_subscription_ok"),
+        ("KommoSyncWebErrors", "http_requests_total"),
+    ],
+)
+def test_the_rules_read_the_signals_not_workarounds(alert: str, setting: str) -> None:
+    """The thresholds follow the exported settings, not defaults written into the rules; the
+    breaker, the subscription and web errors are read, not inferred."""
+    (rule,) = [r for r in rules() if r["alert"] == alert]
+    assert setting in metric_names(rule["expr"]), rule["expr"]
 
 
 def test_the_rules_aggregate_by_account() -> None:
