@@ -2,7 +2,7 @@
 
 Every HTTP request is counted in ``http_requests_total{route,method,status}`` and timed in
 ``http_request_duration_seconds{route,method}`` (to the end of its response). ``route`` is the
-path template of the route that answered (``/webhooks/kommo/{secret}``, ``/api/leads/{id}``),
+path template of the route that answered (``/webhooks/kommo/{secret}``, ``/api/leads/{lead_id}``),
 never the concrete path: the webhook's path holds the secret, and concrete paths would make a
 series per lead id or per probe of a scanner. A request no route matched is ``unmatched``;
 a method outside :data:`METHODS` is ``other``. Only HTTP: the WebSocket gateway and the
