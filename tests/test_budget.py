@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from service.keys import Keys
@@ -191,6 +193,42 @@ async def test_breaker_trip_is_seen_by_every_process(
     assert await first.breaker() is None
     async with asyncio.timeout(2):
         await first.acquire(Priority.BACKFILL)
+
+
+def breaker_gauge() -> dict[str, float | None]:
+    return {
+        reason: REGISTRY.get_sample_value("kommo_breaker_open", {"reason": reason})
+        for reason in ("blocked", "unpaid")
+    }
+
+
+async def test_the_breaker_gauge_follows_reads_trips_and_resets(
+    redis: Redis, settings: Settings
+) -> None:
+    """Each read refreshes this process's gauge: a breaker tripped by another process shows on
+    the next read, its kind survives a second trip, and a breaker an older version wrote (no
+    kind) counts as a block."""
+    mine, other = budget_for(redis, settings), budget_for(redis, settings)
+    assert await mine.breaker() is None
+    assert breaker_gauge() == {"blocked": 0, "unpaid": 0}
+    await other.trip_breaker(600, "HTTP 402: payment required", kind="unpaid")
+    await mine.reset_breaker()  # shows closed here...
+    assert breaker_gauge() == {"blocked": 0, "unpaid": 0}
+    await other.trip_breaker(600, "HTTP 402: payment required", kind="unpaid")
+    seen = await mine.breaker()  # ... and open again once read
+    assert seen is not None and seen.kind == "unpaid"
+    assert breaker_gauge() == {"blocked": 0, "unpaid": 1}
+    again = await other.trip_breaker(900, "HTTP 403", kind="blocked")  # extends, keeps its kind
+    assert (again.kind, again.reason) == ("unpaid", "HTTP 402: payment required")
+    keys = Keys(settings.redis_prefix)
+    old = {"reason": "HTTP 403", "until": time.time() + 60, "tripped_at": time.time()}
+    await redis.set(keys.budget_breaker, json.dumps(old), ex=60)
+    seen = await mine.breaker()
+    assert seen is not None and seen.kind == "blocked"
+    assert breaker_gauge() == {"blocked": 1, "unpaid": 0}
+    await redis.delete(keys.budget_breaker)
+    assert await mine.breaker() is None
+    assert breaker_gauge() == {"blocked": 0, "unpaid": 0}
 
 
 async def test_a_waiting_caller_sees_the_breaker_within_a_second(

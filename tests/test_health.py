@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -90,6 +91,25 @@ async def test_metrics_parse_and_move_when_a_webhook_arrives(client: httpx.Async
     assert after[received] == before.get(received, 0) + 1
     assert after[("hint_queue_depth", ())] == 1  # no worker drained it
     assert ("webhook_request_seconds_count", ()) in after
+
+
+async def test_metrics_show_the_deployments_breaker(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    """The breaker another process tripped (written straight to Redis here) shows on the next
+    scrape, and is gone from the one after it closed."""
+    blocked, unpaid = (("kommo_breaker_open", (("reason", r),)) for r in ("blocked", "unpaid"))
+    breaker = Keys(settings.redis_prefix).budget_breaker
+    before = await scrape(client)
+    assert (before[blocked], before[unpaid]) == (0, 0)
+    now = time.time()
+    info = {"reason": "HTTP 402", "kind": "unpaid", "until": now + 600, "tripped_at": now}
+    await redis.set(breaker, json.dumps(info), ex=600)
+    tripped = await scrape(client)
+    assert (tripped[blocked], tripped[unpaid]) == (0, 1)
+    await redis.delete(breaker)
+    after = await scrape(client)
+    assert (after[blocked], after[unpaid]) == (0, 0)
 
 
 # --- /api/status ---------------------------------------------------------------------------

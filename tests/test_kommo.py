@@ -134,6 +134,14 @@ def connect(
 Connect = Callable[[ScriptedKommo], contextlib.AbstractAsyncContextManager[KommoClient]]
 
 
+def breaker_open() -> dict[str, float | None]:
+    """This process's ``kommo_breaker_open`` gauge, by reason."""
+    return {
+        reason: REGISTRY.get_sample_value("kommo_breaker_open", {"reason": reason})
+        for reason in ("blocked", "unpaid")
+    }
+
+
 def calls(endpoint: str, status: str) -> float:
     return (
         REGISTRY.get_sample_value("kommo_calls_total", {"endpoint": endpoint, "status": status})
@@ -261,6 +269,7 @@ async def test_403_stops_every_client_sharing_the_budget(
             with pytest.raises(KommoBlocked):
                 await client.by_ids(LEADS, [1, 2], priority=W)
         assert await b.budget.breaker() is not None
+        assert breaker_open() == {"blocked": 1, "unpaid": 0}
     assert (len(first.requests), len(second.requests)) == (1, 0)
     assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2  # per process
 
@@ -334,11 +343,17 @@ async def test_an_unpaid_account_pauses_every_call(connect: Connect, clock: Virt
     async with connect(kommo) as client:
         with pytest.raises(KommoPaymentRequired):
             await client.get("/api/v4/leads", priority=W)
+        assert breaker_open() == {"blocked": 0, "unpaid": 1}  # set where it trips
         breaker = await client.budget.breaker()
         assert breaker is not None and "payment required" in breaker.reason
+        assert breaker.kind == "unpaid"
         with pytest.raises(KommoBlocked):  # no second call while the account is unpaid
             await client.get("/api/v4/leads", priority=W)
-    assert len(kommo.requests) == 1
+        assert len(kommo.requests) == 1
+        clock.t = breaker.until + 1  # the breaker expired: the next admitted call closes it
+        assert await client.get("/api/v4/leads", priority=W) is not None
+        assert breaker_open() == {"blocked": 0, "unpaid": 0}
+    assert len(kommo.requests) == 2
 
 
 async def test_ids_are_fetched_in_chunks_of_250(connect: Connect, clock: VirtualClock) -> None:

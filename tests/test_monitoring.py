@@ -11,6 +11,7 @@ panels must fit Grafana's grid; each alert names a section of docs/operations.md
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import re
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.promql import exported_series, metric_names, unknown
 
@@ -148,6 +150,57 @@ async def test_series_names_follow_the_metric_type(exposition: str) -> None:
     assert "reconcile_age_seconds_total" not in exported
 
 
+def _label_sets(exposition: str, name: str) -> set[frozenset[tuple[str, str]]]:
+    return {
+        frozenset(sample.labels.items())
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "labels"),
+    [
+        (
+            "worker_jobs_total",
+            {
+                "job": ("process_hints", "reconcile", "publish_outbox", "purge_deleted")
+                + ("backfill", "check_webhook"),
+                "outcome": ("ok", "error", "unavailable", "blocked", "auth_error"),
+            },
+        ),
+        (
+            "webhooks_rejected_total",
+            {
+                "reason": ("bad_secret", "too_large", "unparseable", "unsupported_type")
+                + ("wrong_account",)
+            },
+        ),
+        (
+            "lead_updates_published_total",
+            {
+                "source": ("webhook", "reconcile", "backfill"),
+                "action": ("created", "updated", "deleted", "restored"),
+            },
+        ),
+        ("kommo_breaker_open", {"reason": ("blocked", "unpaid")}),
+    ],
+)
+async def test_known_label_values_are_exported_before_their_first_increment(
+    exposition: str, name: str, labels: dict[str, tuple[str, ...]]
+) -> None:
+    """A series that appears at 1 has no increase(): the counters the rules read with
+    increase() or rate() export every known combination from the start."""
+    found = _label_sets(exposition, name)
+    keys = list(labels)
+    wanted = {
+        frozenset(zip(keys, values, strict=True)) for values in itertools.product(*labels.values())
+    }
+    missing = wanted - found
+    assert not missing, sorted(sorted(m) for m in missing)
+
+
 @pytest.mark.parametrize(
     ("expr", "names"),
     [
@@ -257,6 +310,14 @@ def test_the_dashboard_covers_the_issue() -> None:
         "ws_dropped_slow_total",
         "worker_jobs_total",
         "lead_outbox_swept_total",
+        "kommo_breaker_open",
+        "webhook_subscription_ok",
+        "webhook_resubscriptions_total",
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "reconcile_interval_seconds",
+        "kommo_rate_limit_per_second",
+        "hint_queue_max",
     } <= used
 
 
@@ -284,6 +345,24 @@ def test_every_alert_says_what_to_do() -> None:
         assert page == "docs/operations.md", rule["alert"]
         assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in {page}"
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+
+
+@pytest.mark.parametrize(
+    ("alert", "setting"),
+    [
+        ("KommoSyncReconcileStale", "reconcile_interval_seconds"),
+        ("KommoSyncBudgetSaturated", "kommo_rate_limit_per_second"),
+        ("KommoSyncHintQueueNearCap", "hint_queue_max"),
+        ("KommoSyncKommoBlocked", "kommo_breaker_open"),
+        ("KommoSyncWebhookSubscriptionBroken", "webhook_subscription_ok"),
+        ("KommoSyncWebErrors", "http_requests_total"),
+    ],
+)
+def test_the_rules_read_the_signals_not_workarounds(alert: str, setting: str) -> None:
+    """The thresholds follow the exported settings, not defaults written into the rules; the
+    breaker, the subscription and web errors are read, not inferred."""
+    (rule,) = [r for r in rules() if r["alert"] == alert]
+    assert setting in metric_names(rule["expr"]), rule["expr"]
 
 
 def test_the_rules_aggregate_by_account() -> None:

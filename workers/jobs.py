@@ -4,11 +4,13 @@ outside world (errors counted and recorded, a refused credential stops every job
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import asyncpg
 from prometheus_client import Counter
@@ -24,7 +26,17 @@ from service.sync.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 
+Job = Literal[
+    "process_hints", "reconcile", "publish_outbox", "purge_deleted", "backfill", "check_webhook"
+]
+Outcome = Literal["ok", "error", "unavailable", "blocked", "auth_error"]
 JOBS = Counter("worker_jobs_total", "jobs run by this worker", ["job", "outcome"])
+
+# Counters of known label values are exported at 0 from the start, so that increase() and
+# rate() see their first increment (a series that appears at 1 has no increase). The values
+# of lead_update's source and action are the contract's (shared/design.md).
+for _labels in itertools.product(get_args(Job), get_args(Outcome)):
+    JOBS.labels(*_labels)
 
 
 @dataclass(frozen=True)
@@ -45,7 +57,7 @@ def worker_of(ctx: dict[str, Any]) -> Worker:
 
 
 @contextlib.asynccontextmanager
-async def job_edge(w: Worker, job: str) -> AsyncIterator[None]:
+async def job_edge(w: Worker, job: Job) -> AsyncIterator[None]:
     """Where a job meets the outside world: count it, record errors, stop on a dead credential.
 
     Work left undone stays queued (hints) or uncommitted (cursors) and is retried next time.
@@ -187,9 +199,12 @@ async def check_webhook(ctx: dict[str, Any]) -> bool:
 
 
 async def _check_webhook(w: Worker) -> bool:
-    if await stopped(w.res):
+    """One worker checks per round; the others export NaN, so that the deployment's
+    ``webhook_subscription_ok`` is the last checker's verdict (``min`` ignores NaN)."""
+    if await stopped(w.res) or not await w.res.redis.set(
+        w.res.keys.webhook_checked, b"1", nx=True, ex=240
+    ):  # stopped, or another worker checked within the last few minutes
+        subscription.SUBSCRIPTION_OK.set(math.nan)
         return False
-    if not await w.res.redis.set(w.res.keys.webhook_checked, b"1", nx=True, ex=240):
-        return False  # another worker checked within the last few minutes
     url = subscription.destination(w.res.settings)
     return (await subscription.heal(w.res.kommo, url)).ok

@@ -17,6 +17,7 @@ from arq.worker import func
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
+from service import setting_gauges
 from service.keys import Keys
 from service.kommo.errors import KommoUnavailable
 from service.resources import (
@@ -55,6 +56,7 @@ def worker_options(
     outages = Outages(log) if outages is None else outages
 
     async def startup(ctx: dict[str, Any]) -> None:
+        setting_gauges.export(settings)
         async with contextlib.AsyncExitStack() as stack:
             res = await stack.enter_async_context(
                 open_sync_resources(settings, kommo_transport=kommo_transport)

@@ -11,8 +11,13 @@ decision is one Lua script (:mod:`service.kommo.limiter`) over shared state:
   waiting reconcile, so a flood of webhooks slows the reconcile but never starves it;
 * after a 429, :meth:`RateBudget.penalize` stops everyone until ``retry_after`` has passed,
   then the budget runs at half rate for a minute;
-* after a 403, :meth:`RateBudget.trip_breaker` makes every ``acquire`` raise
+* after a 403 (or a 402), :meth:`RateBudget.trip_breaker` makes every ``acquire`` raise
   :class:`~service.kommo.errors.KommoBlocked` until the breaker expires or an operator resets it.
+
+The gauge ``kommo_breaker_open{reason}`` (``reason``: a :data:`BreakerKind`) is this process's
+view of the breaker: set when it trips, on every ``acquire`` (an admitted call closes it, a
+refused one opens it) and on every :meth:`RateBudget.breaker` read; the web's ``/metrics``
+reads the breaker on each scrape, so there it is the deployment's state.
 
 A refused caller sleeps for the time the script computed (capped at ``max_sleep`` so that a
 breaker tripped meanwhile is noticed within a second), never in a tight loop. The clock is
@@ -31,7 +36,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import IntEnum
+from typing import Literal, get_args
 
+from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -49,6 +56,15 @@ Sleep = Callable[[float], Awaitable[None]]
 # can never squeeze one call too many into Kommo's own one-second window.
 PACING = 1.05
 
+BreakerKind = Literal["blocked", "unpaid"]
+"""Why the breaker is open: a 403 block, or a 402 (the account's subscription ended)."""
+
+BREAKER_KINDS: tuple[BreakerKind, ...] = get_args(BreakerKind)
+BREAKER_OPEN = Gauge(
+    "kommo_breaker_open", "1 while the Kommo breaker (403/402) is open, by kind", ["reason"]
+)
+_OPEN = {kind: BREAKER_OPEN.labels(kind) for kind in BREAKER_KINDS}
+
 
 class Priority(IntEnum):
     """Lower value wins: webhook fetches first, then reconcile, backfill, the history import."""
@@ -64,6 +80,7 @@ class BreakerInfo:
     reason: str
     until: float
     tripped_at: float
+    kind: BreakerKind = "blocked"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +160,7 @@ class RateBudget:
                 )
                 if int(status) == 0:
                     registered = False  # the script removed our waiting marker
+                    _show(None)
                     return float(_text(value))
                 if int(status) == 2:
                     raise self._blocked(_breaker_info(value))
@@ -169,9 +187,14 @@ class RateBudget:
             self.slow_seconds,
         )
 
-    async def trip_breaker(self, seconds: float = 900.0, reason: str = "HTTP 403") -> BreakerInfo:
-        """Stop every process's Kommo calls for ``seconds`` (extends an open breaker)."""
-        text = await TRIP(self._redis, keys=[self._breaker], args=[self._now(), seconds, reason])
+    async def trip_breaker(
+        self, seconds: float = 900.0, reason: str = "HTTP 403", kind: BreakerKind = "blocked"
+    ) -> BreakerInfo:
+        """Stop every process's Kommo calls for ``seconds`` (extends an open breaker, which
+        keeps its reason and kind)."""
+        text = await TRIP(
+            self._redis, keys=[self._breaker], args=[self._now(), seconds, reason, kind]
+        )
         await self._redis.hincrby(self._stats, "kommo_403", 1)  # type: ignore[misc]
         info = _breaker_info(text)
         self._announce(info)
@@ -182,12 +205,15 @@ class RateBudget:
         text, _, _ = await STATUS(
             self._redis, keys=[self._breaker, self._calls], args=[self._now()]
         )
-        return _breaker_info(text) if _text(text) else None
+        info = _breaker_info(text) if _text(text) else None
+        _show(info)
+        return info
 
     async def reset_breaker(self) -> bool:
         """Close the breaker (operators, after Kommo lifted the block); True if it was open."""
         removed = int(await self._redis.delete(self._breaker))
         self._announced = None
+        _show(None)
         log.warning("Kommo breaker reset by an operator (was open: %s)", bool(removed))
         return bool(removed)
 
@@ -207,6 +233,7 @@ class RateBudget:
 
     def _announce(self, info: BreakerInfo) -> None:
         """One loud line per process and trip, however many callers hit the breaker."""
+        _show(info)
         if self._announced == info.tripped_at:
             return
         self._announced = info.tripped_at
@@ -224,7 +251,18 @@ def _text(value: object) -> str:
 
 def _breaker_info(value: object) -> BreakerInfo:
     data = json.loads(_text(value))
-    return BreakerInfo(str(data["reason"]), float(data["until"]), float(data["tripped_at"]))
+    kind = data.get("kind")  # absent in a breaker tripped by an older version
+    return BreakerInfo(
+        str(data["reason"]),
+        float(data["until"]),
+        float(data["tripped_at"]),
+        kind if kind in BREAKER_KINDS else "blocked",
+    )
+
+
+def _show(info: BreakerInfo | None) -> None:
+    for kind, child in _OPEN.items():
+        child.set(1 if info is not None and info.kind == kind else 0)
 
 
 def _iso(ts: float) -> str:

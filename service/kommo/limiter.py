@@ -129,17 +129,20 @@ return fmt(pen)
 """
 )
 
-# KEYS: breaker. ARGV: now, seconds, reason. An open breaker keeps its trip time, extends `until`.
+# KEYS: breaker. ARGV: now, seconds, reason, kind. An open breaker keeps its trip time, reason
+# and kind, and extends `until`.
 TRIP = Script(
     NOW
     + """
-local info = {reason = ARGV[3], tripped_at = now, ['until'] = now + tonumber(ARGV[2])}
+local info = {reason = ARGV[3], kind = ARGV[4], tripped_at = now,
+              ['until'] = now + tonumber(ARGV[2])}
 local old = redis.call('GET', KEYS[1])
 if old then
   old = cjson.decode(old)
   if tonumber(old['until']) > now then
     info['tripped_at'] = old['tripped_at']
     info['reason'] = old['reason']
+    info['kind'] = old['kind']
     info['until'] = math.max(info['until'], tonumber(old['until']))
   end
 end

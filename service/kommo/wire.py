@@ -164,7 +164,9 @@ class Wire:
             attempt.refreshed = True
             raise _Retry
         if status == 402:  # the account's subscription ended: pause everyone, loudly
-            await self.budget.trip_breaker(retry.unpaid_seconds, f"{what}: payment required")
+            await self.budget.trip_breaker(
+                retry.unpaid_seconds, f"{what}: payment required", kind="unpaid"
+            )
             raise KommoPaymentRequired(f"{what}: payment required", status=402)
         if status == 403:
             raise await self._forbidden(attempt, resp, what)

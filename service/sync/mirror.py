@@ -10,6 +10,7 @@ returns them.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 LEAD_UPDATES = Counter(
     "lead_updates_published_total", "lead_update messages published", ["source", "action"]
 )
+for _source, _action in itertools.product(
+    ("webhook", "reconcile", "backfill"), ("created", "updated", "deleted", "restored")
+):
+    LEAD_UPDATES.labels(_source, _action)  # exported at 0 from the start, for increase()
 FRESHNESS = Histogram(
     "lead_update_freshness_seconds",
     "from Kommo's updated_at to the lead_update",

@@ -9,13 +9,21 @@ subscribes again, with a loud log line, when the hook is missing, disabled or in
 carries the whole list. The core set (:data:`SETTINGS`) is what :func:`check` requires; names
 in :data:`OPTIONAL_SETTINGS` are asked for too, but a name Kommo refuses (400/422) is left out
 and never costs the core set its subscription (:func:`install`).
+
+Metrics: ``webhook_subscription_ok`` is the verdict of this process's last :func:`heal` (1
+healthy, 0 broken: missing, disabled or incomplete; NaN: no verdict, as in a process that did
+not check in the last round: the worker's job sets NaN when another worker checked), and
+``webhook_resubscriptions_total`` counts the subscriptions :func:`heal` made again.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from prometheus_client import Counter, Gauge
 
 from service.kommo.budget import Priority
 from service.kommo.client import KommoClient
@@ -57,6 +65,15 @@ reads ``unsorted[...]`` bodies), and the reconcile reads incoming leads in any c
 """
 
 _REFUSED = (400, 422)
+
+SUBSCRIPTION_OK = Gauge(
+    "webhook_subscription_ok",
+    "Kommo's webhook subscription at this process's last check: 1 healthy, 0 broken, NaN unknown",
+)
+SUBSCRIPTION_OK.set(math.nan)  # no check yet
+RESUBSCRIBED = Counter(
+    "webhook_resubscriptions", "Broken webhook subscriptions (missing, disabled) subscribed again"
+)
 
 
 @dataclass(frozen=True)
@@ -118,10 +135,17 @@ async def install(
 async def heal(
     kommo: KommoClient, url: str, optional: Sequence[str] = OPTIONAL_SETTINGS
 ) -> Verdict:
-    verdict = await check(kommo, url)
+    """Check the subscription and subscribe again when it is broken; the verdict is the
+    check's (what was found, before any repair)."""
+    verdict: Verdict | None = None
+    try:
+        verdict = await check(kommo, url)
+    finally:
+        SUBSCRIPTION_OK.set(math.nan if verdict is None else float(verdict.ok))
     if not verdict.ok:
         log.error("WEBHOOK SUBSCRIPTION BROKEN: %s; subscribing again", verdict.problem)
         await install(kommo, url, optional)
+        RESUBSCRIBED.inc()
     return verdict
 
 

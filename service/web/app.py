@@ -4,7 +4,8 @@ The lifespan opens the process's resources and yields them as the app's state
 (:mod:`service.web.state`); the gateway's hub starts and stops with it. A request that meets
 PostgreSQL or Redis down (a lost connection, a refused one, a timeout) is answered 503
 ``{"error": "..."}`` with ``Retry-After``, in one place: the app's exception handlers. The
-process logs one line when a dependency goes and one when ``/readyz`` finds it back.
+process logs one line when a dependency goes and one when ``/readyz`` finds it back. Every HTTP
+request is counted by route template and status (:mod:`service.web.traffic`).
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ExceptionHandler
 from starlette.websockets import WebSocket
 
+from service import setting_gauges
 from service.gateway.hub import Hub
 from service.resources import POSTGRES_DOWN, REDIS_DOWN, Outages, failure_of, open_resources
 from service.settings import Settings
 from service.web import readapi
 from service.web.health import health_routes
 from service.web.page import page_routes
+from service.web.traffic import TrafficMetrics
 from service.web.webhooks import webhook_routes
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
+        setting_gauges.export(settings)
         async with open_resources(settings) as res:
             await hub.start(res.pool)
             try:
@@ -87,6 +92,7 @@ def create_app(settings: Settings, *, hub: Hub | None = None) -> Starlette:
     unavailable = unavailable_handler(settings, outages)  # for requests and sockets alike
     return Starlette(
         routes=routes,
+        middleware=[Middleware(TrafficMetrics)],  # http_requests_total, by route template
         lifespan=lifespan,
         exception_handlers=dict.fromkeys(
             (*POSTGRES_DOWN, *REDIS_DOWN), cast(ExceptionHandler, unavailable)

@@ -8,9 +8,9 @@ reconcile, a ban) is never part of the decision: restarting web processes cannot
 belongs to ``/api/status``, metrics and alerts. The body still shows the last reconcile's age
 under ``"informational"`` (no check: its value never changes the answer).
 
-``GET /metrics`` is this process's Prometheus registry, with the deployment-wide queue depth and
-reconcile age refreshed on each scrape. ``GET /api/status`` is
-:func:`service.status.gather_status`, behind the read API's token.
+``GET /metrics`` is this process's Prometheus registry, with the deployment-wide queue depth,
+reconcile age and Kommo breaker (``kommo_breaker_open``) refreshed on each scrape.
+``GET /api/status`` is :func:`service.status.gather_status`, behind the read API's token.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from service.kommo.budget import RateBudget
 from service.resources import POSTGRES, REDIS, Outages, Resources
 from service.settings import Settings
 from service.sync import hints, status
@@ -92,6 +93,7 @@ def health_routes(settings: Settings, outages: Outages | None = None) -> list[Ba
             async with asyncio.timeout(CHECK_TIMEOUT_S):
                 QUEUE_DEPTH.set(await hints.pending_count(res.redis, res.keys))
                 age = await status.reconcile_age(res)
+                await RateBudget(res.redis, res.keys, res.settings.rate_limit).breaker()
             RECONCILE_AGE.set(float("nan") if age is None else age)
         except _UNAVAILABLE as exc:
             log.warning(

@@ -22,7 +22,7 @@ import hmac
 import logging
 import re
 import time
-from typing import Final
+from typing import Final, Literal, get_args
 
 from prometheus_client import Counter, Histogram
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -44,7 +44,12 @@ REDIS_TIMEOUT_S: Final = 1.0
 WEBHOOKS_RECEIVED = Counter(
     "webhooks_received", "Entity notifications received in valid webhooks", ["kind"]
 )
+RejectReason = Literal[
+    "bad_secret", "too_large", "unparseable", "unsupported_type", "wrong_account"
+]
 WEBHOOKS_REJECTED = Counter("webhooks_rejected", "Webhook requests refused", ["reason"])
+for _reason in get_args(RejectReason):  # at 0 from the start: increase() sees the first one
+    WEBHOOKS_REJECTED.labels(_reason)
 WEBHOOKS_IGNORED = Counter("webhooks_ignored", "Webhook records of kinds not mirrored", ["kind"])
 WEBHOOKS_LOST = Counter("webhooks_lost", "Valid webhooks acknowledged but not queued (Redis down)")
 HINTS_DROPPED = Counter(
@@ -64,7 +69,7 @@ _IGNORED_LABELS: Final = frozenset(
 
 
 class _Rejected(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: RejectReason, message: str) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
 
