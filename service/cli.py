@@ -90,7 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_worker)
 
     p = sub.add_parser("backfill", help="import the whole account now (resumable)")
-    p.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over, writing every row again (e.g. after a normalisation fix)",
+    )
     p.set_defaults(run=_backfill)
 
     p = sub.add_parser(

@@ -21,6 +21,7 @@ from service.kommo.budget import Priority
 from service.resources import SyncResources, open_sync_resources
 from service.settings import Settings
 from service.store import cursors as store
+from service.sync.backfill import Backfill
 from service.sync.mirror import Mirror
 from service.sync.reconcile import Reconciler
 from tests.engine import SIM_TOKEN, kommo_settings_for, run_worker_burst
@@ -316,3 +317,17 @@ async def test_a_403_stops_every_call_and_nothing_retries_it(
         with pytest.raises(KommoBlocked):
             await engine.reconciler.tick(number)
     assert kommo_calls(sim) == before + 1
+
+
+async def test_a_restarted_backfill_rewrites_rows_kommo_did_not_change(
+    kommo_settings: Settings, sim: Simulator, pool: asyncpg.Pool, redis: Redis, engine: Engine
+) -> None:
+    """What a fix of the normalisation needs: phones recomputed from unchanged objects."""
+    await run_worker_burst(kommo_settings, sim)
+    async with pool.acquire() as conn:
+        stale = await conn.execute(
+            "UPDATE contact_phones SET normalized = '0000' WHERE normalized IS NOT NULL"
+        )
+    assert stale != "UPDATE 0" and await differences(pool, sim)
+    await Backfill(engine.mirror).run(restart=True)
+    assert await differences(pool, sim) == []

@@ -52,6 +52,7 @@ class Progress:
     page: int
     started_at: int
     rows: int = 0
+    rewrite: bool = False  # a restart: every row written again, even an unchanged one
 
 
 class Backfill:
@@ -62,6 +63,7 @@ class Backfill:
         self.acc = mirror.account_id
         self.cursor = cursor
         self.quiet = cursor == UPGRADE
+        self.rewrite = self.quiet
         self.source = "backfill"
 
     @classmethod
@@ -75,7 +77,11 @@ class Backfill:
             return None
         started_at, state = found
         return Progress(
-            str(state["stage"]), int(state["page"]), started_at, int(state.get("rows", 0))
+            str(state["stage"]),
+            int(state["page"]),
+            started_at,
+            int(state.get("rows", 0)),
+            bool(state.get("rewrite", False)),
         )
 
     async def save(self, p: Progress) -> None:
@@ -85,7 +91,7 @@ class Backfill:
                 self.acc,
                 self.cursor,
                 p.started_at,
-                {"stage": p.stage, "page": p.page, "rows": p.rows},
+                {"stage": p.stage, "page": p.page, "rows": p.rows, "rewrite": p.rewrite},
             )
 
     async def needed(self) -> bool:
@@ -100,9 +106,10 @@ class Backfill:
 
     async def run(self, *, restart: bool = False, tick: Tick | None = None) -> Progress:
         p = None if restart else await self.load()
-        if p is None:
-            p = Progress("dictionaries", 1, int(time.time()))
+        if p is None:  # a restart rewrites every row (e.g. phones after a normalisation fix)
+            p = Progress("dictionaries", 1, int(time.time()), rewrite=restart)
             await self.save(p)
+        self.rewrite = self.quiet or p.rewrite
         if p.stage == "done":
             log.info("%s already complete (started %d)", self.cursor, p.started_at)
             return p
@@ -176,7 +183,7 @@ class Backfill:
                 break
 
     async def _write(self, kind: EntityKind, page: Page) -> None:
-        batch = Batch(quiet=self.quiet)
+        batch = Batch(quiet=self.quiet, rewrite=self.rewrite)
         if kind is LEADS:
             await self.mirror.apply_leads(
                 page.records, priority=Priority.BACKFILL, source=self.source, batch=batch

@@ -73,6 +73,7 @@ class Batch:
     status_changes: Sequence[Event] = ()  # lead_status_changed events (the stage history)
     quiet: bool = False  # an upgrade: rewrite every row (side tables an earlier release lacked);
     # what leads show gains the new fields without new versions (a real change still publishes)
+    rewrite: bool = False  # write every row even when Kommo's object is the one stored
 
     def add(self, records: Iterable[Record]) -> None:
         for r in records:
@@ -210,7 +211,7 @@ class Mirror:
                 kind,
                 batch.records.get(kind.name, ()),
                 restored=batch.restored.get(kind.name, ()),
-                rewrite=batch.quiet,
+                rewrite=batch.quiet or batch.rewrite,
             )
             changed = await links.replace_all(conn, acc, kind, rows, region)
             renamed += changed if kind is LEADS else []
